@@ -1,0 +1,5 @@
+import sys
+
+from council.cli import main
+
+sys.exit(main())

@@ -1,0 +1,301 @@
+"""The engine: one base model plus named LoRA adapters, answering a batch with a different adapter per row.
+
+Every request of a `generate` call runs in ONE batched generation (peft's mixed-adapter batch: each row
+passes through its own adapter, `"__base__"` rows through none), so k specialists cost one generate call,
+not k. Rows are left-padded, greedy unless a temperature is given, and stop at the end of their turn.
+
+Optional int8 weights: decoding streams every weight once per token, and this CPU's fp32 matrix routines
+are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Linear layers cuts both
+(decode 75 -> ~50 ms a token, and 3 rows cost about what 1 does). The LoRA weights stay fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from council.base_model import BaseModel
+from council.prompts import Messages
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+class AdapterError(ValueError):
+    """An adapter folder that cannot be used: missing, corrupt, badly named or unknown."""
+
+
+class AdapterMismatchError(AdapterError):
+    """An adapter made for another base model (other shapes, modules or fingerprint)."""
+
+
+class PromptTooLongError(ValueError):
+    """A prompt that, with its new tokens, does not fit the model's context."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One row of a batch: chat messages (or a plain prompt) and the adapter to answer with (None = base)."""
+
+    messages: Messages
+    adapter: str | None = None
+    max_new_tokens: int | None = None
+
+    @classmethod
+    def from_prompt(cls, prompt: str, adapter: str | None = None, **kw) -> Request:
+        return cls([{"role": "user", "content": prompt}], adapter, **kw)
+
+
+@dataclass
+class Generation:
+    """What one row produced: its text, the log-probs of its tokens, token counts and the batch time."""
+
+    text: str
+    adapter: str | None
+    token_ids: list[int]
+    token_logprobs: list[float]
+    prompt_tokens: int
+    finished: bool  # stopped at the end of its turn, not at the token limit
+    seconds: float  # wall time of the batched call this row ran in
+    new_tokens: int = field(init=False)
+
+    def __post_init__(self):
+        self.new_tokens = len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Int8Linear(torch.nn.Linear):
+    """An nn.Linear computed with int8 per-channel weights (dynamic activation quantisation).
+
+    It stays an nn.Linear, keeping its fp32 weight, so peft can still wrap it with LoRA layers and the
+    LoRA path keeps full precision; only the base product runs in int8.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        torch.nn.Module.__init__(self)
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        linear.qconfig = per_channel_dynamic_qconfig
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "quantize_per_channel is deprecated" (torchao later)
+            packed = DynamicLinear.from_float(linear)._packed_params._packed_params
+        self._packed = (packed,)  # a tuple keeps it out of the module's parameters and state dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed[0], True)
+
+
+def quantize_int8(model: torch.nn.Module) -> int:
+    """Swap every plain nn.Linear of `model` for an Int8Linear in place; returns how many."""
+    targets = [(n, m) for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear(module))
+    return len(targets)
+
+
+class Engine:
+    """One base model and its named LoRA adapters; `generate` answers a mixed-adapter batch."""
+
+    def __init__(self, base: BaseModel, *, threads: int | None = None,
+                 quantize: Literal["none", "int8"] = "none"):
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"quantize={quantize!r}: choose 'none' or 'int8'")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads={threads}: must be at least 1")
+            torch.set_num_threads(threads)
+        self.base = base
+        self.tokenizer = base.tokenizer
+        # (in, out) of every Linear of the plain base model, to check adapter shapes before peft sees them
+        self._linear_shapes = {n: (m.in_features, m.out_features)
+                               for n, m in base.model.named_modules() if isinstance(m, torch.nn.Linear)}
+        self.quantize = quantize
+        if quantize == "int8":
+            quantize_int8(base.model)
+        self.model = base.model  # becomes a PeftModel with the first adapter
+        self._adapters: dict[str, Path] = {}
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the loaded adapters, in load order."""
+        return list(self._adapters)
+
+    def load_adapter(self, name: str, path: str | Path, *, base_fingerprint: str | None = None) -> None:
+        """Load the PEFT adapter folder `path` as `name`, after checking it fits this base model.
+
+        `base_fingerprint`, when known (a specialist card records it), must equal this base's fingerprint.
+        """
+        from peft import PeftModel
+
+        check_adapter_name(name)
+        if name in self._adapters:
+            raise AdapterError(f"adapter {name!r} is already loaded (from {self._adapters[name]}); "
+                               "unload it first or choose another name")
+        path = Path(path)
+        if base_fingerprint is not None and base_fingerprint != self.base.fingerprint:
+            raise AdapterMismatchError(
+                f"adapter {name!r} at {path} was trained on a base model with fingerprint {base_fingerprint}, "
+                f"but this engine's base {self.base.name!r} has fingerprint {self.base.fingerprint}: "
+                "load it on the base model it was trained on, or retrain it")
+        self._check_adapter_files(name, path)
+        try:
+            if not self._adapters:
+                self.model = PeftModel.from_pretrained(self.base.model, path, adapter_name=name,
+                                                       is_trainable=False)
+            else:
+                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+        except Exception as e:  # peft/safetensors errors are long and generic: name the adapter and folder
+            raise AdapterError(f"adapter {name!r} at {path} could not be loaded: {e}") from e
+        self.model.eval()
+        self._adapters[name] = path
+
+    def unload_adapter(self, name: str) -> None:
+        """Remove a loaded adapter and free its weights."""
+        self._require_adapter(name)
+        if len(self._adapters) == 1:
+            self.model = self.model.unload()  # back to the plain base model, LoRA layers removed
+        else:
+            self.model.delete_adapter(name)
+        del self._adapters[name]
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 seed: int | None = None) -> list[Generation]:
+        """Answer every request in one batched generation, each row with its own adapter.
+
+        Greedy when temperature is 0. A request's own `max_new_tokens` (at most the call's) cuts its row.
+        """
+        if not requests:
+            return []
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature}: must be >= 0")
+        for r in requests:
+            if r.adapter is not None:
+                self._require_adapter(r.adapter)
+        prompts = [self._render(i, r) for i, r in enumerate(requests)]
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
+        limits = [min(r.max_new_tokens or max_new_tokens, max_new_tokens) for r in requests]
+        for i, (n, limit) in enumerate(zip(prompt_lens, limits)):
+            if n + limit > self.base.max_positions:
+                raise PromptTooLongError(
+                    f"request {i}: the prompt has {n} tokens and asks for {limit} new ones, more than the "
+                    f"model's context of {self.base.max_positions} tokens: shorten the prompt or the context")
+        kwargs = dict(max_new_tokens=max(limits), do_sample=temperature > 0, output_logits=True,
+                      return_dict_in_generate=True, eos_token_id=self.tokenizer.eos_token_id,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_k=None, top_p=None)
+            if seed is not None:
+                torch.manual_seed(seed)
+        else:  # the checkpoint's generation_config may carry sampling defaults: greedy means greedy
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        if self._adapters:
+            kwargs["adapter_names"] = [r.adapter or BASE for r in requests]
+        t0 = time.perf_counter()
+        out = self.model.generate(**batch, **kwargs)
+        seconds = time.perf_counter() - t0
+        return self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
+
+    def _unbatch(self, requests, out, width, prompt_lens, limits, seconds) -> list[Generation]:
+        new = out.sequences[:, width:]
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (batch, steps, vocab)
+        chosen = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        eos = self.tokenizer.eos_token_id
+        results = []
+        for i, r in enumerate(requests):
+            ids = new[i, :limits[i]].tolist()
+            finished = eos in ids
+            n = ids.index(eos) if finished else len(ids)
+            results.append(Generation(
+                text=self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), adapter=r.adapter,
+                token_ids=ids[:n], token_logprobs=chosen[i, :n].tolist(), prompt_tokens=prompt_lens[i],
+                finished=finished, seconds=seconds))
+        return results
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone, as this model counts them (for packing contexts into a budget)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _render(self, i: int, request: Request) -> str:
+        if not request.messages or not any(m.get("content", "").strip() for m in request.messages
+                                            if m.get("role") == "user"):
+            raise ValueError(f"request {i}: the prompt is empty (no user message with text)")
+        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+    def _require_adapter(self, name: str) -> None:
+        if name not in self._adapters:
+            known = ", ".join(self._adapters) or "none loaded"
+            raise AdapterError(f"unknown adapter {name!r}; loaded adapters: {known}")
+
+    def _check_adapter_files(self, name: str, path: Path) -> None:
+        """Fail before peft does, with a message that names the file and the problem."""
+        if not path.is_dir():
+            raise AdapterError(f"adapter {name!r}: folder {path} does not exist")
+        config_file = path / "adapter_config.json"
+        if not config_file.is_file():
+            raise AdapterError(f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            json.loads(config_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AdapterError(f"adapter {name!r}: {config_file} is not valid JSON ({e})") from e
+        weights = next((path / f for f in _WEIGHT_FILES if (path / f).is_file()), None)
+        if weights is None:
+            raise AdapterError(f"adapter {name!r}: {path} holds no weights (looked for {', '.join(_WEIGHT_FILES)})")
+        if weights.suffix == ".safetensors":
+            self._check_shapes(name, weights)
+
+    def _check_shapes(self, name: str, weights: Path) -> None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(weights, framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:
+            raise AdapterError(f"adapter {name!r}: {weights} is corrupt or not safetensors ({e})") from e
+        for key, shape in shapes.items():
+            m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", key)
+            if not m:
+                continue
+            module, ab = m.groups()
+            if module not in self._linear_shapes:
+                raise AdapterMismatchError(
+                    f"adapter {name!r} was made for another base model: it adapts {module!r}, "
+                    f"which this base model ({self.base.name}) does not have")
+            fan_in, fan_out = self._linear_shapes[module]
+            expected, got = (fan_in, shape[1]) if ab == "A" else (fan_out, shape[0])
+            if expected != got:
+                raise AdapterMismatchError(
+                    f"adapter {name!r} was made for another base model: {key} has shape {list(shape)}, "
+                    f"but {module} of {self.base.name} has {fan_in} inputs and {fan_out} outputs")
+
+
+def check_adapter_name(name: str) -> None:
+    """Raise AdapterError unless `name` is usable as a peft adapter name."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise AdapterError(f"adapter name {name!r} is not valid: use 1-64 letters, digits, '_' or '-', "
+                           "starting with a letter")
+    if name in (BASE, "default") or name in "lora_":
+        # peft reserves these; names inside "lora_" (such as "a") are silently re-initialised on load
+        raise AdapterError(f"adapter name {name!r} is reserved by peft: choose another name")

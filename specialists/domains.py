@@ -1,0 +1,38 @@
+"""The catalog's domains: which shared SQuAD 2.0 articles each SQuAD specialist learns, and the fixed split.
+
+The split is by a hash of the question id, so it is the same on every machine and for every stage
+(training never sees a test question; the router and the benchmarks use the same held-out questions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+Split = Literal["train", "validation", "test"]
+
+# Article titles of ../shared/datasets/squad2/dev-v2.0.json by the domain they suit (datasets/README.md).
+SQUAD_DOMAINS: dict[str, tuple[str, ...]] = {
+    "history": ("Normans", "Huguenot", "Imperialism", "French_and_Indian_War", "Islamism"),
+    "law_government": ("European_Union_law", "Scottish_Parliament"),
+    "science_computing": ("Computational_complexity_theory", "Force"),
+    "medicine_biology": ("Immune_system",),
+    "economics": ("1973_oil_crisis",),
+}
+# Articles no specialist covers: out-of-domain questions for the router and the benchmarks.
+OUT_OF_DOMAIN_ARTICLES: tuple[str, ...] = ("Harvard_University",)
+
+SPLIT_FRACTIONS: dict[Split, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def split_of(question_id: str) -> Split:
+    """The split a question belongs to: 80 % train, 10 % validation, 10 % test, stable by id."""
+    h = int.from_bytes(hashlib.sha256(question_id.encode()).digest()[:8], "big") / 2**64
+    if h < SPLIT_FRACTIONS["train"]:
+        return "train"
+    return "validation" if h < SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["validation"] else "test"
+
+
+def domain_of(article_title: str) -> str | None:
+    """The domain of a shared SQuAD article, or None when no specialist covers it."""
+    return next((d for d, titles in SQUAD_DOMAINS.items() if article_title in titles), None)
