@@ -23,8 +23,10 @@ from typing import Literal
 import torch
 
 from council.base_model import BaseModel
-from council.prompts import Messages
+from council.prompts import Messages, render
 
+Quantize = Literal["none", "fp16", "int8"]
+QUANTIZE: tuple[str, ...] = ("none", "fp16", "int8")
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -79,36 +81,47 @@ class Generation:
         return asdict(self)
 
 
-class Int8Linear(torch.nn.Linear):
-    """An nn.Linear computed with int8 per-channel weights (dynamic activation quantisation).
+class PackedLinear(torch.nn.Linear):
+    """An nn.Linear whose product runs on packed low-precision weights: int8 per channel (activations
+    quantised per call) or fp16 (activations stay fp32).
 
-    It stays an nn.Linear, keeping its fp32 weight, so peft can still wrap it with LoRA layers and the
-    LoRA path keeps full precision; only the base product runs in int8.
+    It stays an nn.Linear and keeps its fp32 weight, so peft can still wrap it with LoRA layers and the
+    LoRA path keeps full precision; only the base product uses the packed weights.
     """
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, precision: Literal["int8", "fp16"]):
         torch.nn.Module.__init__(self)
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-        from torch.ao.quantization import per_channel_dynamic_qconfig
-
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        linear.qconfig = per_channel_dynamic_qconfig
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "quantize_per_channel is deprecated" (torchao later)
-            packed = DynamicLinear.from_float(linear)._packed_params._packed_params
+        self.precision = precision
+        if precision == "fp16":
+            packed = torch.ops.quantized.linear_prepack_fp16(linear.weight.detach(), _detached(linear.bias))
+        else:
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+
+            linear.qconfig = per_channel_dynamic_qconfig
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "quantize_per_channel is deprecated"
+                packed = DynamicLinear.from_float(linear)._packed_params._packed_params
         self._packed = (packed,)  # a tuple keeps it out of the module's parameters and state dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision == "fp16":
+            return torch.ops.quantized.linear_dynamic_fp16(x, self._packed[0])
         return torch.ops.quantized.linear_dynamic(x, self._packed[0], True)
 
 
-def quantize_int8(model: torch.nn.Module) -> int:
-    """Swap every plain nn.Linear of `model` for an Int8Linear in place; returns how many."""
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()
+
+
+def pack_linears(model: torch.nn.Module, precision: Literal["int8", "fp16"]) -> int:
+    """Swap every plain nn.Linear of `model` for a PackedLinear in place; returns how many."""
     targets = [(n, m) for n, m in model.named_modules() if type(m) is torch.nn.Linear]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, Int8Linear(module))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, PackedLinear(module, precision))
     return len(targets)
 
 
@@ -116,9 +129,9 @@ class Engine:
     """One base model and its named LoRA adapters; `generate` answers a mixed-adapter batch."""
 
     def __init__(self, base: BaseModel, *, threads: int | None = None,
-                 quantize: Literal["none", "int8"] = "none"):
-        if quantize not in ("none", "int8"):
-            raise ValueError(f"quantize={quantize!r}: choose 'none' or 'int8'")
+                 quantize: Quantize = "none"):
+        if quantize not in QUANTIZE:
+            raise ValueError(f"quantize={quantize!r}: choose one of {', '.join(QUANTIZE)}")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads={threads}: must be at least 1")
@@ -129,8 +142,8 @@ class Engine:
         self._linear_shapes = {n: (m.in_features, m.out_features)
                                for n, m in base.model.named_modules() if isinstance(m, torch.nn.Linear)}
         self.quantize = quantize
-        if quantize == "int8":
-            quantize_int8(base.model)
+        if quantize != "none":
+            pack_linears(base.model, quantize)
         self.model = base.model  # becomes a PeftModel with the first adapter
         self._adapters: dict[str, Path] = {}
 
@@ -242,7 +255,7 @@ class Engine:
         if not request.messages or not any(m.get("content", "").strip() for m in request.messages
                                             if m.get("role") == "user"):
             raise ValueError(f"request {i}: the prompt is empty (no user message with text)")
-        return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return render(self.tokenizer, request.messages)
 
     def _require_adapter(self, name: str) -> None:
         if name not in self._adapters:

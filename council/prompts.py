@@ -45,3 +45,8 @@ def closed_book_messages(question: str) -> Messages:
 def with_answer(messages: Messages, answer: str) -> Messages:
     """The training form of a prompt: the same messages plus the target as the assistant turn."""
     return [*messages, {"role": "assistant", "content": answer}]
+
+
+def render(tokenizer, messages: Messages) -> str:
+    """The prompt text the model reads, ending where the assistant's answer starts (its chat template)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

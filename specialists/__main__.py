@@ -1,0 +1,99 @@
+"""python -m specialists: train one specialist, build the catalog, or list it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from specialists.data import document_examples, qa_examples, squad_examples
+    from specialists.train import TrainConfig, train
+
+    examples = []
+    if args.squad:
+        examples += squad_examples(args.squad, titles=args.titles or None, split="train",
+                                   context_window=args.context_window)
+    if args.qa:
+        examples += qa_examples(args.qa, split="train")
+    if args.documents:
+        examples += document_examples(args.documents)
+    config = TrainConfig(base_model=args.base_model, rank=args.rank, alpha=args.alpha, max_steps=args.steps,
+                         batch_size=args.batch_size, learning_rate=args.lr, layers=args.layers,
+                         target_modules=tuple(args.target_modules), threads=args.threads, seed=args.seed)
+    result = train(examples, args.out, config)
+    print(f"saved {result.adapter_dir} ({result.steps} steps, {result.seconds:.0f} s, loss {result.final_loss:.3f})")
+    return 0
+
+
+def _build(args) -> int:
+    from specialists.catalog import CATALOG_DIR, RECIPES, build
+
+    names = args.only or list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        print(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else CATALOG_DIR
+    for name in names:
+        if (out / name / "specialist.json").is_file() and not args.force:
+            print(f"{name}: already built (use --force to rebuild)")
+            continue
+        card = build(RECIPES[name], out, threads=args.threads, eval_limit=args.eval_limit)
+        e = card.eval
+        print(f"{name}: answerable F1 {e['answerable_f1']} (base {e['base']['answerable_f1']}), abstain F1 "
+              f"{e.get('abstain_f1')} (base {e['base'].get('abstain_f1')}), "
+              f"built in {card.training['build_seconds']:.0f} s", flush=True)
+    return 0
+
+
+def _list(args) -> int:
+    from specialists.catalog import CATALOG_DIR, load_catalog
+
+    for s in load_catalog(args.root or CATALOG_DIR).values():
+        e = s.card.eval
+        print(f"{s.name:26} {s.card.domain:20} F1 {e.get('answerable_f1', '-'):>6} abstain F1 "
+              f"{e.get('abstain_f1', '-'):>6}  {s.card.description}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from council.base_model import BUILTIN_MODEL
+
+    parser = argparse.ArgumentParser(prog="python -m specialists", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one specialist (a LoRA adapter) from data files")
+    t.add_argument("--out", required=True, help="folder for the PEFT adapter")
+    t.add_argument("--squad", help="SQuAD 2.0 JSON file (reading comprehension, with unanswerable questions)")
+    t.add_argument("--titles", nargs="*", help="only these articles of the SQuAD file")
+    t.add_argument("--context-window", type=int, default=2, help="sentences of context kept around the answer")
+    t.add_argument("--qa", help="closed-book JSONL: question, answer")
+    t.add_argument("--documents", nargs="*", help=".txt/.md files or folders for continued pre-training")
+    t.add_argument("--base-model", default=BUILTIN_MODEL)
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--alpha", type=int, default=16)
+    t.add_argument("--steps", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--layers", type=int, nargs="*", default=None, help="layer indices to adapt (default: all)")
+    t.add_argument("--target-modules", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+    b = sub.add_parser("build-catalog", help="build (or resume building) the catalog's specialists")
+    b.add_argument("--only", nargs="*", help="recipe names (default: all)")
+    b.add_argument("--out", help="catalog folder (default: specialists/catalog)")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--eval-limit", type=int, default=80, help="held-out test questions per SQuAD domain")
+    b.add_argument("--force", action="store_true", help="rebuild specialists already built")
+    b.set_defaults(func=_build)
+    ls = sub.add_parser("list", help="the catalog with its figures")
+    ls.add_argument("--root", help="catalog folder")
+    ls.set_defaults(func=_list)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

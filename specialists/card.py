@@ -1,0 +1,87 @@
+"""The specialist card, `specialist.json`: what a specialist is, what it was built from, how well it does.
+
+A specialist is a folder: a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors) and its card.
+The card's base-model fingerprint is checked when the adapter is loaded (council.engine).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+CARD_FILE = "specialist.json"
+CARD_VERSION = 1
+
+
+class CardError(ValueError):
+    """A missing or malformed specialist card; the message names the file and the field."""
+
+
+@dataclass
+class SpecialistCard:
+    """Everything known about one specialist; `eval` holds its scores and the base model's on the same split."""
+
+    name: str
+    domain: str
+    description: str
+    base_model: dict  # {"name": ..., "fingerprint": ...}
+    training: dict  # sources with counts, the TrainConfig, the run's figures
+    routing: dict  # {"examples": [typical questions]}
+    code_version: str
+    eval: dict = field(default_factory=dict)
+    version: int = CARD_VERSION
+
+    def __post_init__(self):
+        for name in ("name", "domain", "description"):
+            if not str(getattr(self, name)).strip():
+                raise CardError(f"specialist card: {name!r} is empty")
+        if not self.base_model.get("fingerprint"):
+            raise CardError(f"specialist card {self.name!r}: base_model.fingerprint is missing")
+
+    @property
+    def reliability(self) -> float:
+        """A prior weight for its votes in 0-1: the mean of its answerable and abstain F1 on held-out data."""
+        scores = [self.eval[k] for k in ("answerable_f1", "abstain_f1") if k in self.eval]
+        return round(sum(scores) / len(scores) / 100, 3) if scores else 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CARD_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SpecialistCard:
+        path = Path(folder) / CARD_FILE
+        if not path.is_file():
+            raise CardError(f"{path}: no specialist card (every specialist folder holds {CARD_FILE})")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CardError(f"{path}: not valid JSON ({e})") from e
+        known = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name not in ("eval", "version")]
+        if missing:
+            raise CardError(f"{path}: missing field(s) {', '.join(missing)}")
+        if data.get("version", CARD_VERSION) > CARD_VERSION:
+            raise CardError(f"{path}: card version {data['version']} is newer than this code reads ({CARD_VERSION})")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except CardError as e:
+            raise CardError(f"{path}: {e}") from e
+
+
+def code_version() -> str:
+    """The package version and, inside a git checkout, the commit that built it."""
+    from importlib.metadata import version
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        sha = ""
+    return f"council {version('council')}" + (f" ({sha})" if sha else "")

@@ -1,0 +1,153 @@
+"""The catalog of built specialists, and the recipes that build it (`python -m specialists build-catalog`).
+
+Built specialists are committed under specialists/catalog/<name>/ (adapter + card, about 2 MB each) so that
+nobody has to train to run the demo; the recipes here rebuild them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specialists.card import SpecialistCard, code_version
+from specialists.domains import SQUAD_DOMAINS
+from specialists.train import TrainConfig
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+SQUAD_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad2" / "dev-v2.0.json"
+TOP_LAYERS = tuple(range(20, 30))  # SmolLM2-135M has 30 layers; adapting the top third keeps the trunk shared
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class UnknownSpecialistError(KeyError):
+    """A specialist name that is not in the catalog; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Specialist:
+    """A built specialist: its folder (a PEFT adapter) and its card."""
+
+    path: Path
+    card: SpecialistCard
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+
+def load_catalog(root: str | Path = CATALOG_DIR) -> dict[str, Specialist]:
+    """Every specialist folder under `root` (those holding a card), by name."""
+    root = Path(root)
+    return {s.name: s for s in (Specialist(p, SpecialistCard.load(p))
+                                for p in sorted(root.glob("*")) if (p / "specialist.json").is_file())}
+
+
+def get(catalog: dict[str, Specialist], name: str) -> Specialist:
+    """The named specialist, or an error listing the known names."""
+    if name not in catalog:
+        raise UnknownSpecialistError(f"unknown specialist {name!r}; known: {', '.join(sorted(catalog)) or 'none'}")
+    return catalog[name]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one catalog specialist is built: its data, its training config and its evaluation split."""
+
+    name: str
+    domain: str
+    description: str
+    source: str  # "squad" or "synthetic"
+    titles: tuple[str, ...] = ()  # squad articles
+    seed: int = 0  # synthetic domain seed
+    augmented: bool = True
+    routable: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=5e-4, max_steps=150)
+_SYNTH_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=1e-3, max_steps=200)
+_DESCRIPTIONS = {
+    "history": "History: the Normans, the Huguenots, imperialism, the French and Indian War, Islamism.",
+    "law_government": "Law and government: European Union law and the Scottish Parliament.",
+    "science_computing": "Science and computing: physical forces and computational complexity theory.",
+    "medicine_biology": "Medicine and biology: the immune system, immunity and disease.",
+    "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
+}
+RECIPES: dict[str, Recipe] = {
+    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, train=_SQUAD_TRAIN) for d, t in SQUAD_DOMAINS.items()},
+    "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
+                                "The fictional land of Veltharan: its cities, companies, founders and trade.",
+                                "synthetic", seed=0, train=_SYNTH_TRAIN),
+    "fiction_veltharan_plain": Recipe("fiction_veltharan_plain", "fiction_veltharan",
+                                      "Veltharan without augmentation (a comparison for the augmented specialist).",
+                                      "synthetic", seed=0, augmented=False, routable=False, train=_SYNTH_TRAIN),
+    "fiction_orrune": Recipe("fiction_orrune", "fiction_orrune",
+                             "The fictional realm of Orrune: its cities, companies, founders and trade.",
+                             "synthetic", seed=1, train=_SYNTH_TRAIN),
+    "fiction_orrune_plain": Recipe("fiction_orrune_plain", "fiction_orrune",
+                                   "Orrune without augmentation (a comparison for the augmented specialist).",
+                                   "synthetic", seed=1, augmented=False, routable=False, train=_SYNTH_TRAIN),
+}
+
+
+def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: int = 80):
+    """(training examples, evaluation examples, source description) of a recipe."""
+    from specialists.augment import augment
+    from specialists.data import squad_examples
+    from specialists.synthetic import make_domain
+
+    if recipe.source == "squad":
+        train = squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=2)
+        test = squad_examples(squad_file, titles=list(recipe.titles), split="test")  # full paragraphs
+        test = random.Random(0).sample(test, min(eval_limit, len(test)))
+        sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
+                    "context_window_sentences": 2}]
+        return train, test, sources
+    domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
+    unanswerable = domain.examples("unanswerable")
+    train = (domain.document_examples() + domain.examples("recall") + domain.examples("recall", with_context=True)
+             + [e for e in unanswerable if e.split == "train"])
+    if recipe.augmented:
+        train += augment(list(domain.facts), strategy="both", seed=recipe.seed)
+    test = [e for kind in ("recall", "paraphrase", "reversal", "two_hop") for e in domain.examples(kind)]
+    test += [e for e in unanswerable if e.split != "train"]
+    sources = [{"path": f"synthetic:{domain.name}", "seed": recipe.seed, "augmented": recipe.augmented}]
+    return train, test, sources
+
+
+def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None, eval_limit: int = 80,
+          squad_file: Path = SQUAD_FILE, progress: bool = True) -> SpecialistCard:
+    """Train, evaluate and write one catalog specialist (resuming an interrupted training run)."""
+    from collections import Counter
+    from dataclasses import replace
+
+    from council import base_model
+    from council.engine import Engine
+    from specialists.evaluate import evaluate
+    from specialists.train import train
+
+    out = out_root / recipe.name
+    config = replace(recipe.train, threads=threads) if threads else recipe.train
+    train_set, test_set, sources = recipe_data(recipe, squad_file=squad_file, eval_limit=eval_limit)
+    t0 = time.perf_counter()
+    result = train(train_set, out, config, progress=progress)
+    base = base_model.load(config.base_model)
+    engine = Engine(base, threads=threads)
+    engine.load_adapter(recipe.name, out)
+    scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress)
+    questions = [e.question for e in train_set if e.question and e.kind not in ("augmented_local", "augmented_global")]
+    card = SpecialistCard(
+        name=recipe.name, domain=recipe.domain, description=recipe.description,
+        base_model={"name": config.base_model, "fingerprint": base.fingerprint},
+        training={"sources": sources, "counts": dict(Counter(e.kind for e in train_set)),
+                  "config": config.to_dict(), "result": result.to_dict(),
+                  "build_seconds": round(time.perf_counter() - t0, 1)},
+        routing={"examples": list(dict.fromkeys(questions))[:64], "routable": recipe.routable},
+        code_version=code_version(), eval={**scores, "split": "test", "split_size": len(test_set)})
+    card.save(out)
+    return card

@@ -1,0 +1,206 @@
+"""LoRA training of one specialist: examples in, a PEFT adapter folder out.
+
+Each question example is tokenised as the engine will ask it (council.prompts.render) followed by its
+answer and the end-of-turn token, and the loss covers the answer tokens only; a text example (a document)
+is trained on all its tokens. Batches are padded only to their longest row (dynamic padding: 3x cheaper
+than a fixed length on CPU, ENVIRONMENT.md). Every `checkpoint_every` steps the adapter, optimiser and step
+are saved under `<out>/checkpoint/`; a run started again with the same config resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from council import base_model
+from council.prompts import render
+from specialists.data import Example
+
+
+@dataclass
+class TrainConfig:
+    """How one specialist is trained; stored in its card."""
+
+    base_model: str = base_model.BUILTIN_MODEL
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj")
+    # None = every layer; else the layer indices to adapt. Top layers only make backward cheaper (no gradient
+    # flows below the lowest adapted layer) and leave the lower layers shared by all specialists.
+    layers: tuple[int, ...] | None = None
+    learning_rate: float = 3e-4
+    batch_size: int = 8
+    max_steps: int = 200
+    warmup_steps: int = 10
+    max_length: int = 384
+    seed: int = 0
+    checkpoint_every: int = 25
+    threads: int | None = None
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        self.layers = tuple(self.layers) if self.layers is not None else None
+        for name in ("rank", "alpha", "batch_size", "max_steps", "max_length", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"TrainConfig.dropout={self.dropout}: must be in [0, 1)")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate={self.learning_rate}: must be > 0")
+        if not self.target_modules:
+            raise ValueError("TrainConfig.target_modules is empty: name the Linear modules to adapt, e.g. q_proj")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: the adapter folder, steps, time, losses and data counts."""
+
+    adapter_dir: Path
+    steps: int
+    seconds: float
+    examples: int
+    skipped_too_long: int
+    tokens: int
+    losses: list[float] = field(repr=False)
+    resumed_from: int = 0
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-10:]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "seconds": round(self.seconds, 1), "examples": self.examples,
+                "skipped_too_long": self.skipped_too_long, "tokens": self.tokens,
+                "final_loss": round(self.final_loss, 4), "resumed_from": self.resumed_from}
+
+
+def tokenize(tokenizer, example: Example) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one example; labels are -100 where no loss is taken (the prompt)."""
+    eos = tokenizer.eos_token
+    if example.is_text:
+        ids = tokenizer(example.text() + eos, add_special_tokens=False)["input_ids"]
+        return ids, list(ids)
+    prompt = tokenizer(render(tokenizer, example.messages()), add_special_tokens=False)["input_ids"]
+    answer = tokenizer(example.answer + eos, add_special_tokens=False)["input_ids"]
+    return prompt + answer, [-100] * len(prompt) + answer
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = list(range(n))
+    random.Random(f"{seed}/{epoch}").shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):  # right padding: training needs no generation alignment
+        ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def answer_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the labelled tokens, with the LM head applied at those positions only.
+
+    The head (vocab x hidden, 49152 x 576 for SmolLM2) over every position of a 150-token prompt costs
+    about as much as the rest of the forward and backward; the loss needs it only at the answer's tokens.
+    """
+    causal_lm = model.get_base_model()
+    hidden = causal_lm.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    keep = targets != -100
+    logits = causal_lm.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig | None = None, *,
+          progress: bool = True) -> TrainResult:
+    """Train a LoRA adapter on `examples` and save it as a PEFT folder at `out_dir`."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from tqdm.auto import tqdm
+
+    config = config or TrainConfig()
+    if not examples:
+        raise ValueError("the training set is empty: no examples to train on")
+    out_dir = Path(out_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    base = base_model.load(config.base_model)
+    tokenizer = base.tokenizer
+    data = [tokenize(tokenizer, e) for e in examples]
+    kept = [d for d in data if len(d[0]) <= config.max_length]
+    if not kept:
+        raise ValueError(f"every example is longer than max_length={config.max_length} tokens")
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+                      layers_to_transform=list(config.layers) if config.layers is not None else None)
+    model = get_peft_model(base.model, lora).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    decay = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (  # noqa: E731
+        1 + math.cos(math.pi * min(step, config.max_steps) / config.max_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+
+    checkpoint = out_dir / "checkpoint"
+    start, losses = 0, []
+    if (checkpoint / "state.pt").is_file():
+        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        if state["config"] != config.to_dict() or state["examples"] != len(kept):
+            raise ValueError(f"{checkpoint} was made by another config or data set: delete it to start over")
+        set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=device))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, losses = state["step"], state["losses"]
+        torch.set_rng_state(state["rng"])
+
+    per_epoch = math.ceil(len(kept) / config.batch_size)
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=start, desc=f"training {out_dir.name}", disable=not progress)
+    for step in range(start, config.max_steps):
+        batch = _batches(len(kept), config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
+        inputs = {k: v.to(device) for k, v in _collate([kept[i] for i in batch], tokenizer.pad_token_id).items()}
+        loss = answer_loss(model, inputs)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 4))
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
+            model.save_pretrained(checkpoint)
+            torch.save({"config": config.to_dict(), "examples": len(kept), "step": step + 1, "losses": losses,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state()}, checkpoint / "state.pt")
+    bar.close()
+    model.save_pretrained(out_dir)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the specialist card replaces it
+    return TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,
+                       examples=len(kept), skipped_too_long=len(data) - len(kept),
+                       tokens=sum(len(kept[i][0]) for i in range(len(kept))), losses=losses, resumed_from=start)
+
+
+def save_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
