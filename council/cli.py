@@ -1,45 +1,133 @@
-"""The `council` command line."""
+"""council: ask a council of LoRA specialists, index documents for it, list its specialists.
+
+  council ask "When did the Normans conquer England?"      # the demo council, readable verdict
+  council ask --json "..."                                  # the verdict as one JSON object
+  council ask --config council.json "..."                   # your own council
+  council index docs/ notes.md --store my-store             # build or extend a document store
+  council specialists                                       # the catalog with its figures
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
-def _ask(args: argparse.Namespace) -> int:
-    from council import base_model
-    from council.engine import Engine, Request
-    from council.prompts import closed_book_messages
+def _config(args):
+    from council.config import CouncilConfig
 
-    question = args.question.strip()
-    if not question:
-        print("council ask: the question is empty", file=sys.stderr)
-        return 2
-    engine = Engine(base_model.load(args.model), threads=args.threads)
-    g = engine.generate([Request(closed_book_messages(question))], max_new_tokens=args.max_new_tokens)[0]
-    if args.json:
-        print(json.dumps({"question": question, "model": args.model, **g.to_dict()}))
+    config = CouncilConfig.from_file(args.config) if args.config else CouncilConfig()
+    overrides = {k: v for k, v in (("base_model", args.model), ("store", args.store), ("threads", args.threads),
+                                   ("specialists", args.specialists)) if v}
+    return CouncilConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
+
+
+def _print_verdict(v) -> None:
+    print(f"Q: {v.question}" + ("  (truncated)" if v.truncated else ""))
+    if v.abstained:
+        print(f"A: I don't know  (abstained: {v.reason})")
     else:
-        print(f"Q: {question}\nA: {g.text}\n({args.model}, {g.new_tokens} tokens in {g.seconds:.2f} s)")
+        print(f"A: {v.answer}")
+    g = "-" if v.grounding is None else f"{v.grounding:.2f}"
+    print(f"   confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · grounding {g}")
+    print("\nvotes:")
+    for vote in v.votes:
+        score = v.route.scores.get(vote.specialist)
+        print(f"  {vote.specialist:22} {'' if score is None else f'route {score:.2f}':11} {vote.answer!r}")
+    for name in v.missing:
+        print(f"  {name:22} (no vote: {next((x.error for x in v.votes if x.specialist == name), 'missing')})")
+    if v.route.fallback:
+        print(f"  (no specialist fits: {v.route.reason})")
+    if v.citations:
+        print("\ncited:")
+        for c in v.citations:
+            print(f"  [{c.id}] {c.title or ''} {c.source} (support {c.support:.2f})")
+    print("\ntime: " + ", ".join(f"{k} {s:.2f} s" for k, s in v.timings.items()))
+
+
+def _ask(args) -> int:
+    from council.council import Council, QuestionError
+
+    if not args.question.strip():
+        print("council ask: the question is empty: ask something", file=sys.stderr)
+        return 2
+    with Council(_config(args)) as council:
+        try:
+            verdict = council.ask(args.question)
+        except QuestionError as e:
+            print(f"council ask: {e}", file=sys.stderr)
+            return 2
+    print(verdict.to_json() if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        _print_verdict(verdict)
+    return 0
+
+
+def _index(args) -> int:
+    from council.retrieval import DocumentStore
+
+    store_dir = Path(args.store)
+    store = DocumentStore.load(store_dir) if (store_dir / "manifest.json").is_file() else DocumentStore()
+    report = store.add(args.paths, on_error="raise" if args.strict else "warn")
+    store.save(store_dir)
+    print(f"{store_dir}: {report.passages_added} passages added from {report.documents} documents "
+          f"({report.duplicates} already there, {len(report.skipped)} skipped); {len(store)} in all")
+    for message in report.skipped:
+        print(f"  skipped: {message}", file=sys.stderr)
+    return 0
+
+
+def _specialists(args) -> int:
+    from specialists.catalog import CATALOG_DIR, load_catalog
+
+    catalog = load_catalog(args.catalog or CATALOG_DIR)
+    if args.json:
+        print(json.dumps({n: s.card.to_dict() for n, s in catalog.items()}))
+        return 0
+    print(f"{'specialist':26} {'F1':>6} {'base':>6} {'abstain F1':>10} {'base':>6}  description")
+    for name, s in catalog.items():
+        e = s.card.eval
+        b = e.get("base", {})
+        print(f"{name:26} {e.get('answerable_f1', '-'):>6} {b.get('answerable_f1', '-'):>6} "
+              f"{e.get('abstain_f1', '-'):>10} {b.get('abstain_f1', '-'):>6}  {s.card.description}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from council.base_model import BUILTIN_MODEL
+    from council.config import ConfigError
 
-    parser = argparse.ArgumentParser(prog="council", description=__doc__)
+    parser = argparse.ArgumentParser(prog="council", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="ask a question", description="Ask a question and print the answer.")
+    ask = sub.add_parser("ask", help="ask the council a question",
+                         description="Ask the council (the demo one unless --config) and print its verdict.")
     ask.add_argument("question")
-    ask.add_argument("--model", default=BUILTIN_MODEL, help="base model: a local folder, a cached hub id "
-                     f"or the built-in {BUILTIN_MODEL!r} (default)")
-    ask.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ask.add_argument("--max-new-tokens", type=int, default=48)
-    ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ask.add_argument("--config", help="a council config file (JSON or TOML); default: the built-in demo")
+    ask.add_argument("--model", help="base model: a local folder, a cached hub id or the built-in name")
+    ask.add_argument("--store", help="a document store folder made by `council index`")
+    ask.add_argument("--specialists", nargs="+", help="seat only these specialists")
+    ask.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ask.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     ask.set_defaults(func=_ask)
+    index = sub.add_parser("index", help="build or extend a document store",
+                           description="Ingest .txt, .md, .jsonl and SQuAD .json files or folders into a store.")
+    index.add_argument("paths", nargs="+")
+    index.add_argument("--store", required=True, help="the store folder (created if missing)")
+    index.add_argument("--strict", action="store_true", help="fail on an unreadable document instead of skipping")
+    index.set_defaults(func=_index)
+    spec = sub.add_parser("specialists", help="list the catalog's specialists with their figures",
+                          description="The catalog's specialists: held-out F1 and abstain F1 against the base model.")
+    spec.add_argument("--catalog", help="a catalog folder (default: the one in the package)")
+    spec.add_argument("--json", action="store_true", help="print the cards as JSON")
+    spec.set_defaults(func=_specialists)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"council {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""The council's configuration: one typed object, loadable from a JSON or TOML file, validated with
+messages that name the field, show the value and say the fix."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal, get_args
+
+from council.aggregator import AggregatorConfig
+from council.base_model import BUILTIN_MODEL
+from council.engine import QUANTIZE, Quantize
+from council.router import RouterConfig
+
+CONFIG_VERSION = 1
+Overlong = Literal["error", "truncate"]
+Fallback = Literal["base", "abstain"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field or file."""
+
+
+@dataclass
+class CouncilConfig:
+    """Everything a Council is built from. Paths in a config file are relative to that file."""
+
+    base_model: str = BUILTIN_MODEL  # a local folder, a cached hub id or the built-in name
+    catalog: str | None = None  # folder of specialist folders; None = the catalog shipped in the package
+    specialists: list[str] | None = None  # who sits on the council; None = every routable catalog specialist
+    store: str | None = None  # a saved document store folder; None = the demo store (built on first use)
+    context_tokens: int = 640  # budget of the shared context in the prompt
+    retrieve_k: int = 6  # passages retrieved before packing
+    max_new_tokens: int = 32
+    max_question_chars: int = 1000
+    overlong: Overlong = "error"  # a longer question: refuse it, or cut it and say so in the verdict
+    fallback: Fallback = "base"  # when no specialist fits: ask the base model, or abstain
+    threads: int | None = None  # torch threads of the in-process host (None: torch's default)
+    quantize: Quantize = "fp16"  # base weights of the host: fp16 keeps fp32 answers at half the bytes
+    max_batch_rows: int = 12  # rows of one generate call when answering many questions
+    router: RouterConfig = field(default_factory=RouterConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.router, dict):
+            self.router = RouterConfig.from_dict(self.router)
+        if isinstance(self.aggregator, dict):
+            self.aggregator = AggregatorConfig.from_dict(self.aggregator)
+        for name in ("context_tokens", "retrieve_k", "max_new_tokens", "max_question_chars", "max_batch_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r}: must be a whole number of at least 1")
+        for name, choices in (("overlong", get_args(Overlong)), ("fallback", get_args(Fallback)),
+                              ("quantize", QUANTIZE)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        if self.specialists is not None and not self.specialists:
+            raise ConfigError("specialists=[]: name at least one specialist, or leave it out to seat the catalog")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads!r}: must be at least 1")
+        if self.version > CONFIG_VERSION:
+            raise ConfigError(f"version={self.version}: this code reads config version {CONFIG_VERSION} or older")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "router": self.router.to_dict(), "aggregator": self.aggregator.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict, *, base_dir: Path | None = None) -> CouncilConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if base_dir is not None:  # relative paths are relative to the config file, not the working folder
+            for key in ("catalog", "store"):
+                if data.get(key):
+                    data[key] = str((base_dir / data[key]).resolve())
+            if data.get("base_model") and (base_dir / data["base_model"]).is_dir():
+                data["base_model"] = str((base_dir / data["base_model"]).resolve())
+        try:
+            return cls(**data)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CouncilConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: cannot be parsed as {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be an object of settings")
+        try:
+            return cls.from_dict(data, base_dir=path.parent)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e

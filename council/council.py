@@ -1,0 +1,231 @@
+"""The Council: route, retrieve once, fan out to the specialists in one batch, aggregate.
+
+    question ─► check ─► Router.route ─► DocumentStore.search + pack (once, shared by all k)
+             ─► one RAG prompt ─► Host.generate (one mixed-adapter batch) ─► votes ─► aggregate ─► Verdict
+
+`ask` runs those stages in that order for one question; `ask_many` routes and retrieves every question,
+then answers all their rows in a few large batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from council.aggregator import Aggregate, Vote, aggregate, grounding
+from council.config import ConfigError, CouncilConfig
+from council.engine import Request
+from council.hosts import AdapterSpec, Host, HostSpec
+from council.prompts import rag_messages
+from council.retrieval import Context, pack
+from council.router import Profile, RouteChoice, Router
+
+BASE_VOTER = "base"  # the name of the base model's vote when no specialist fits and fallback is "base"
+
+
+class QuestionError(ValueError):
+    """A question that cannot be asked: empty, not text, or too long under the "error" policy."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage of the shared context that supports the answer."""
+
+    id: str
+    source: str
+    title: str | None
+    support: float  # grounding of the answer in this passage alone, 0-1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    """The council's answer to one question, or its abstention, with everything that led to it."""
+
+    question: str
+    answer: str | None  # None when abstaining
+    abstained: bool
+    reason: str  # answered, abstention_won, low_agreement, low_grounding, no_quorum, no_votes, no_route
+    agreement: float
+    confidence: float
+    grounding: float | None
+    votes: list[Vote]
+    citations: list[Citation]
+    context: list[str]  # ids of every passage the specialists read
+    route: RouteChoice
+    timings: dict[str, float]  # seconds per stage
+    missing: list[str] = field(default_factory=list)  # specialists whose vote did not arrive
+    truncated: bool = False  # the question was cut to max_question_chars (overlong="truncate")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["route"] = self.route.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+class Council:
+    """A council of specialists on one base model, a router, a shared document store and an aggregator."""
+
+    def __init__(self, config: CouncilConfig | None = None, *, store=None, host: Host | None = None,
+                 embedder=None):
+        """Parts not given are built from the config; `embedder` (router and demo store) defaults to MiniLM."""
+        from specialists.catalog import CATALOG_DIR, get, load_catalog
+
+        self.config = config = config or CouncilConfig()
+        catalog_dir = Path(config.catalog) if config.catalog else CATALOG_DIR
+        if not catalog_dir.is_dir():
+            raise ConfigError(f"catalog={str(catalog_dir)!r}: no such folder of specialists")
+        catalog = load_catalog(catalog_dir)
+        names = config.specialists or [n for n, s in catalog.items() if s.card.routing.get("routable", True)]
+        self.specialists = {n: get(catalog, n) for n in names}
+        if not self.specialists:
+            raise ConfigError(f"no specialists to seat: the catalog {catalog_dir} holds none")
+        self.router = Router([Profile(n, s.card.description, list(s.card.routing.get("examples", [])))
+                              for n, s in self.specialists.items()], config=config.router, embedder=embedder)
+        self.store = store if store is not None else self._open_store()
+        self.host = host or Host(HostSpec(
+            base_model=config.base_model, threads=config.threads, quantize=config.quantize,
+            adapters=tuple(AdapterSpec(n, str(s.path), s.card.base_model.get("fingerprint"))
+                           for n, s in self.specialists.items())))
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> Council:
+        """A council built from a JSON or TOML config file."""
+        return cls(CouncilConfig.from_file(path))
+
+    @classmethod
+    def demo(cls, **overrides) -> Council:
+        """The built-in demo: the catalog's specialists, SmolLM2-135M-Instruct and the packaged corpus."""
+        return cls(CouncilConfig(**overrides))
+
+    def _open_store(self):
+        from council.retrieval import DocumentStore
+
+        if self.config.store:
+            return DocumentStore.load(self.config.store)
+        from council.demo import demo_store
+
+        return demo_store()
+
+    # ---- the stages, in the order a question meets them
+
+    def check(self, question: str) -> tuple[str, bool]:
+        """The question as it will be asked, and whether it was truncated; QuestionError when unusable."""
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, got {type(question).__name__}")
+        question = question.strip()
+        if not question:
+            raise QuestionError("the question is empty: ask something")
+        limit = self.config.max_question_chars
+        if len(question) <= limit:
+            return question, False
+        if self.config.overlong == "truncate":
+            return question[:limit], True
+        raise QuestionError(f"the question has {len(question)} characters, more than max_question_chars={limit}: "
+                            "shorten it, or set overlong='truncate'")
+
+    def retrieve(self, question: str) -> Context:
+        """The shared context: the best passages, packed into the prompt's token budget."""
+        hits = self.store.search(question, self.config.retrieve_k)
+        return pack(hits, self.config.context_tokens, self.host.count_tokens, overhead_tokens=4)
+
+    def requests(self, question: str, route: RouteChoice, context: Context) -> list[Request]:
+        """One request per chosen specialist, all with the same prompt; the base model when none fits."""
+        messages = rag_messages(question, context.texts)
+        voters = route.chosen or ([None] if self.config.fallback == "base" else [])
+        return [Request(messages, name, self.config.max_new_tokens) for name in voters]
+
+    def votes(self, route: RouteChoice, requests: Sequence[Request], generations) -> list[Vote]:
+        return [Vote(specialist=r.adapter or BASE_VOTER, answer=g.text,
+                     route_score=max(route.scores.get(r.adapter, 1.0), 0.0),
+                     reliability=self.specialists[r.adapter].card.reliability if r.adapter else 0.5,
+                     mean_logprob=g.mean_logprob, latency_s=round(g.seconds, 4))
+                for r, g in zip(requests, generations)]
+
+    def verdict(self, question: str, truncated: bool, route: RouteChoice, context: Context, votes: list[Vote],
+                timings: dict[str, float]) -> Verdict:
+        t0 = time.perf_counter()
+        if votes:
+            agg = aggregate(votes, passages=context.texts, config=self.config.aggregator)
+        else:
+            agg = Aggregate(answer=None, abstained=True, reason="no_votes", agreement=0.0, grounding=None,
+                            confidence=1.0, clusters=[], votes=[], missing=[],
+                            strategy=self.config.aggregator.strategy)
+        reason = "no_route" if route.fallback and not votes else agg.reason
+        citations = [] if agg.abstained else self._citations(agg.answer, context)
+        timings["aggregate"] = time.perf_counter() - t0
+        timings["total"] = sum(timings.values())
+        return Verdict(question=question, answer=agg.answer, abstained=agg.abstained, reason=reason,
+                       agreement=agg.agreement, confidence=agg.confidence, grounding=agg.grounding,
+                       votes=votes, citations=citations, context=context.ids, route=route,
+                       timings={k: round(v, 4) for k, v in timings.items()}, missing=agg.missing,
+                       truncated=truncated)
+
+    def _citations(self, answer: str, context: Context) -> list[Citation]:
+        min_support = self.config.aggregator.min_grounding
+        cited = [Citation(p.id, p.source, p.title, round(grounding(answer, [p.text]), 3)) for p in context.passages]
+        return sorted((c for c in cited if c.support >= min_support), key=lambda c: -c.support)
+
+    # ---- the public calls
+
+    def ask(self, question: str) -> Verdict:
+        """Route, retrieve once, ask the chosen specialists in one batch, aggregate."""
+        return self.ask_many([question])[0]
+
+    def ask_many(self, questions: Sequence[str]) -> list[Verdict]:
+        """Answer many questions; their specialists' rows share large batched generate calls."""
+        checked = [self.check(q) for q in questions]
+        t0 = time.perf_counter()
+        routes = self.router.route_many([q for q, _ in checked])
+        t_route = (time.perf_counter() - t0) / max(len(checked), 1)
+        contexts, t_retrieve = [], []
+        for q, _ in checked:
+            t1 = time.perf_counter()
+            contexts.append(self.retrieve(q))
+            t_retrieve.append(time.perf_counter() - t1)
+        per_question = [self.requests(q, r, c) for (q, _), r, c in zip(checked, routes, contexts)]
+        rows = [(i, req) for i, reqs in enumerate(per_question) for req in reqs]
+        generations = [None] * len(rows)
+        t_generate = [0.0] * len(checked)
+        step = self.config.max_batch_rows
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            t1 = time.perf_counter()
+            outs = self.host.generate([req for _, req in chunk], max_new_tokens=self.config.max_new_tokens)
+            elapsed = time.perf_counter() - t1
+            for j, ((i, _), g) in enumerate(zip(chunk, outs)):
+                generations[start + j] = g
+                t_generate[i] = elapsed
+        verdicts, at = [], 0
+        for i, ((q, truncated), route, context) in enumerate(zip(checked, routes, contexts)):
+            n = len(per_question[i])
+            votes = self.votes(route, per_question[i], generations[at:at + n])
+            at += n
+            timings = {"route": t_route, "retrieve": t_retrieve[i], "generate": t_generate[i]}
+            verdicts.append(self.verdict(q, truncated, route, context, votes, timings))
+        return verdicts
+
+    async def aask(self, question: str) -> Verdict:
+        """`ask` without blocking the event loop (runs in a worker thread)."""
+        return await asyncio.to_thread(self.ask, question)
+
+    async def aask_many(self, questions: Sequence[str]) -> list[Verdict]:
+        return await asyncio.to_thread(self.ask_many, questions)
+
+    def close(self) -> None:
+        """Release the host (Ray actors, when hosts run on Ray)."""
+
+    def __enter__(self) -> Council:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

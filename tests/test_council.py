@@ -1,0 +1,161 @@
+"""The Council end to end on a tiny random model: stages, fallbacks, bad input, config files, the CLI."""
+
+import json
+import shutil
+
+import pytest
+
+from council import base_model
+from council.cli import main
+from council.config import ConfigError, CouncilConfig
+from council.council import BASE_VOTER, Council, QuestionError, Verdict
+from council.embedder import HashEmbedder
+from council.engine import AdapterMismatchError
+from council.hosts import AdapterSpec, Host, HostSpec
+from council.retrieval import Document, DocumentStore
+from specialists.card import SpecialistCard
+from specialists.catalog import UnknownSpecialistError
+
+TOPICS = {
+    "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?", "Who won the war?"]),
+    "science": ("Forces, mass and acceleration.", ["What is force?", "How does mass relate to acceleration?"]),
+    "law": ("European Union law and parliaments.", ["What is EU law?", "Who passes laws in Scotland?"]),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_catalog(tiny_model_dir, tiny_adapters, tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog")
+    fingerprint = base_model.load(tiny_model_dir).fingerprint
+    for name, (description, examples) in TOPICS.items():
+        shutil.copytree(tiny_adapters[name], root / name)
+        SpecialistCard(name=name, domain=name, description=description,
+                       base_model={"name": str(tiny_model_dir), "fingerprint": fingerprint},
+                       training={}, routing={"examples": examples}, code_version="test",
+                       eval={"answerable_f1": 50.0, "abstain_f1": 70.0}).save(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store():
+    s = DocumentStore(embedder=HashEmbedder())
+    s.add_documents([Document("The Normans conquered England in 1066.", "normans.txt", "Normans"),
+                     Document("Force equals mass times acceleration.", "force.txt", "Force"),
+                     Document("EU law is made by the European Parliament and the Council.", "eu.txt", "EU law")])
+    return s
+
+
+def make(tiny_model_dir, tiny_catalog, store, **overrides) -> Council:
+    config = CouncilConfig(base_model=str(tiny_model_dir), catalog=str(tiny_catalog), quantize="none",
+                           max_new_tokens=6, context_tokens=120, **overrides)
+    return Council(config, store=store, embedder=HashEmbedder())
+
+
+@pytest.fixture(scope="module")
+def council(tiny_model_dir, tiny_catalog, store):
+    return make(tiny_model_dir, tiny_catalog, store, router={"threshold": 0.0, "min_k": 2, "max_k": 3})
+
+
+def test_ask_runs_every_stage_and_shows_its_work(council):
+    v = council.ask("When did the Normans conquer England?")
+    assert isinstance(v, Verdict)
+    assert v.route.chosen[0] == "history" and 2 <= len(v.route.chosen) <= 3
+    assert [vote.specialist for vote in v.votes] == v.route.chosen  # one vote per chosen specialist
+    assert set(v.route.scores) == set(TOPICS)
+    assert v.context and v.context[0] == store_id(council, "normans.txt")
+    assert set(v.timings) == {"route", "retrieve", "generate", "aggregate", "total"}
+    assert v.abstained == (v.answer is None)
+    assert all(vote.mean_logprob is not None and vote.reliability == 0.6 for vote in v.votes)
+    assert json.loads(v.to_json())["route"]["chosen"] == v.route.chosen
+
+
+def store_id(council, source):
+    return next(p.id for p in council.store.passages if p.source == source)
+
+
+def test_ask_many_equals_ask_one_by_one(council):
+    questions = ["What is force?", "When did the Normans conquer England?", "Who passes laws in Scotland?"]
+    many = council.ask_many(questions)
+    for q, v in zip(questions, many):
+        alone = council.ask(q)
+        assert [x.answer for x in v.votes] == [x.answer for x in alone.votes]
+        assert (v.answer, v.reason) == (alone.answer, alone.reason)
+
+
+def test_async_api(council):
+    import asyncio
+
+    v = asyncio.run(council.aask("What is force?"))
+    assert v.question == "What is force?"
+
+
+@pytest.mark.parametrize("question", ["", "   \n"])
+def test_empty_question_is_refused(council, question):
+    with pytest.raises(QuestionError, match="the question is empty"):
+        council.ask(question)
+
+
+def test_overlong_question_error_or_truncate(tiny_model_dir, tiny_catalog, store, council):
+    with pytest.raises(QuestionError, match=r"more than max_question_chars=1000.*overlong='truncate'"):
+        council.ask("why " * 400)
+    cut = make(tiny_model_dir, tiny_catalog, store, max_question_chars=20, overlong="truncate")
+    v = cut.ask("What is force? " * 5)
+    assert v.truncated and len(v.question) == 20
+
+
+def test_no_route_falls_back_to_base_or_abstains(tiny_model_dir, tiny_catalog, store):
+    base = make(tiny_model_dir, tiny_catalog, store, router={"threshold": 0.99})
+    v = base.ask("What is the colour of a zebra's dreams?")
+    assert v.route.fallback and [x.specialist for x in v.votes] == [BASE_VOTER]
+    host = base.host  # reuse the loaded host: only the fallback policy differs
+    abstain = Council(CouncilConfig(base_model=str(tiny_model_dir), catalog=str(tiny_catalog), fallback="abstain",
+                                    router={"threshold": 0.99}), store=store, host=host, embedder=HashEmbedder())
+    v = abstain.ask("What is the colour of a zebra's dreams?")
+    assert v.abstained and v.reason == "no_route" and v.votes == [] and v.answer is None
+
+
+def test_unknown_specialist_lists_the_known_ones(tiny_model_dir, tiny_catalog, store):
+    with pytest.raises(UnknownSpecialistError, match=r"unknown specialist 'poetry'; known: history, law, science"):
+        make(tiny_model_dir, tiny_catalog, store, specialists=["history", "poetry"])
+
+
+def test_adapter_for_another_base_is_refused(tiny_model_dir, tiny_catalog, tmp_path):
+    card = SpecialistCard.load(tiny_catalog / "law")
+    with pytest.raises(AdapterMismatchError, match="fingerprint ffff"):
+        Host(HostSpec(str(tiny_model_dir), (AdapterSpec("law", str(tiny_catalog / "law"), "ffff"),),
+                      quantize="none"))
+    assert card.base_model["fingerprint"] != "ffff"
+
+
+def test_config_files(tmp_path, tiny_catalog):
+    (tmp_path / "c.json").write_text(json.dumps({"catalog": "cat", "k_typo": 3}))
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['k_typo'\]"):
+        CouncilConfig.from_file(tmp_path / "c.json")
+    (tmp_path / "c.toml").write_text('catalog = "cat"\nfallback = "abstain"\n[router]\nmax_k = 2\n')
+    c = CouncilConfig.from_file(tmp_path / "c.toml")
+    assert c.catalog == str((tmp_path / "cat").resolve()) and c.router.max_k == 2 and c.fallback == "abstain"
+    (tmp_path / "bad.json").write_text(json.dumps({"fallback": "guess"}))
+    with pytest.raises(ConfigError, match=r"bad.json: fallback='guess': choose one of base, abstain"):
+        CouncilConfig.from_file(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="cannot be parsed as JSON"):
+        CouncilConfig.from_file(tmp_path / "broken.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        CouncilConfig.from_file(tmp_path / "none.json")
+    assert CouncilConfig.from_dict(c.to_dict()) == c
+
+
+def test_missing_catalog_folder(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="no such folder of specialists"):
+        Council(CouncilConfig(base_model=str(tiny_model_dir), catalog=str(tmp_path / "nope")))
+
+
+def test_cli_errors_and_listing(tiny_catalog, capsys, tmp_path):
+    assert main(["ask", "  "]) == 2
+    assert "the question is empty" in capsys.readouterr().err
+    assert main(["specialists", "--catalog", str(tiny_catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "history" in out and "50.0" in out
+    (tmp_path / "c.json").write_text("[1]")
+    assert main(["ask", "--config", str(tmp_path / "c.json"), "hi"]) == 2
+    assert "top level must be an object" in capsys.readouterr().err
