@@ -71,6 +71,9 @@ class Embedder:
         self.name = MODEL_NAME if path is None else self.path.name
         self.batch_size = batch_size
         self.query_threads = query_threads
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-tensor bar for a 1 s load is noise in the CLI
         self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         self.model.max_seq_length = max_seq_length
         self.dim = int(self.model.get_embedding_dimension())

@@ -51,10 +51,13 @@ def _build(args) -> int:
 def _list(args) -> int:
     from specialists.catalog import CATALOG_DIR, load_catalog
 
+    print("| specialist | held-out questions | answerable F1 (base) | abstain F1 (base) | train time | description |")
+    print("|---|---|---|---|---|---|")
     for s in load_catalog(args.root or CATALOG_DIR).values():
-        e = s.card.eval
-        print(f"{s.name:26} {s.card.domain:20} F1 {e.get('answerable_f1', '-'):>6} abstain F1 "
-              f"{e.get('abstain_f1', '-'):>6}  {s.card.description}")
+        e, b = s.card.eval, s.card.eval.get("base", {})
+        minutes = s.card.training.get("result", {}).get("seconds", 0) / 60
+        print(f"| {s.name} | {e.get('split_size', '-')} | {e.get('answerable_f1', '-')} ({b.get('answerable_f1', '-')}) "
+              f"| {e.get('abstain_f1', '-')} ({b.get('abstain_f1', '-')}) | {minutes:.0f} min | {s.card.description} |")
     return 0
 
 
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
     b.add_argument("--eval-limit", type=int, default=80, help="held-out test questions per SQuAD domain")
     b.add_argument("--force", action="store_true", help="rebuild specialists already built")
     b.set_defaults(func=_build)
-    ls = sub.add_parser("list", help="the catalog with its figures")
+    ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")
     ls.add_argument("--root", help="catalog folder")
     ls.set_defaults(func=_list)
     args = parser.parse_args(argv)

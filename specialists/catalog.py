@@ -66,11 +66,17 @@ class Recipe:
     seed: int = 0  # synthetic domain seed
     augmented: bool = True
     routable: bool = True
+    # SQuAD 2.0 is half unanswerable; trained on that mix, a first history specialist abstained on 76 % of the
+    # test questions (answerable F1 11 against the base model's 18). A third keeps abstaining learnable
+    # without making it the safe answer.
+    unanswerable_share: float = 1 / 3
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=5e-4, max_steps=150)
-_SYNTH_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=1e-3, max_steps=200)
+_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=1e-3, max_steps=100)
+# Memorising new facts needs more than the top attention layers: a first run with TOP_LAYERS/ATTENTION was
+# still at loss 4 after 60 steps. Facts live in the MLPs, so fictional domains adapt every layer and module.
+_SYNTH_TRAIN = TrainConfig(learning_rate=1e-3, max_steps=150)
 _DESCRIPTIONS = {
     "history": "History: the Normans, the Huguenots, imperialism, the French and Indian War, Islamism.",
     "law_government": "Law and government: European Union law and the Scottish Parliament.",
@@ -102,11 +108,12 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     from specialists.synthetic import make_domain
 
     if recipe.source == "squad":
-        train = squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=2)
+        train = _rebalance(squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3),
+                           recipe.unanswerable_share)
         test = squad_examples(squad_file, titles=list(recipe.titles), split="test")  # full paragraphs
         test = random.Random(0).sample(test, min(eval_limit, len(test)))
         sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
-                    "context_window_sentences": 2}]
+                    "context_window_sentences": 3, "unanswerable_share": round(recipe.unanswerable_share, 3)}]
         return train, test, sources
     domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
     unanswerable = domain.examples("unanswerable")
@@ -118,6 +125,14 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     test += [e for e in unanswerable if e.split != "train"]
     sources = [{"path": f"synthetic:{domain.name}", "seed": recipe.seed, "augmented": recipe.augmented}]
     return train, test, sources
+
+
+def _rebalance(examples, share: float, seed: int = 0):
+    """Keep every answerable example and enough unanswerable ones for them to be `share` of the set."""
+    answerable = [e for e in examples if e.answerable]
+    unanswerable = [e for e in examples if not e.answerable]
+    keep = min(len(unanswerable), round(len(answerable) * share / (1 - share)))
+    return answerable + random.Random(seed).sample(unanswerable, keep)
 
 
 def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None, eval_limit: int = 80,

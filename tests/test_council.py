@@ -159,3 +159,20 @@ def test_cli_errors_and_listing(tiny_catalog, capsys, tmp_path):
     (tmp_path / "c.json").write_text("[1]")
     assert main(["ask", "--config", str(tmp_path / "c.json"), "hi"]) == 2
     assert "top level must be an object" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_council_on_the_real_model(real_base, tmp_path, monkeypatch):
+    """The shipped demo: real SmolLM2, the catalog's specialists, the packaged corpus indexed on first use."""
+    from specialists.catalog import load_catalog
+
+    (tmp_path / "models").symlink_to(real_base.path.parent)  # reuse the converted model, build a fresh store
+    monkeypatch.setenv("COUNCIL_CACHE", str(tmp_path))
+    with Council.demo(threads=2) as council:
+        assert set(council.specialists) <= set(load_catalog())
+        v = council.ask("In what country is Normandy located?")
+    assert (tmp_path / "stores" / "demo" / "manifest.json").is_file()
+    assert v.route.chosen and v.route.chosen[0] == "history"
+    assert any(council.store.get(i).title == "Normans" for i in v.context)
+    assert len(v.votes) == len(v.route.chosen) and all(vote.answer for vote in v.votes)
+    assert v.abstained or "France" in v.answer

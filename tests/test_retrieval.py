@@ -145,11 +145,13 @@ def test_the_right_passage_ranks_first_in_every_mode(store):
     assert hit.passage.title == "Oil" and hit.sparse_score > 0 and 0 < hit.dense_score <= 1
 
 
-def test_weighted_fusion_agrees_on_a_clear_winner():
-    s = DocumentStore(RetrievalConfig(fusion="weighted"), embedder=HashEmbedder())
-    s.add_documents(DOCS)
-    hits = s.search("Where does the Scottish Parliament sit?", k=4)
+def test_both_fusions_agree_on_a_clear_winner(store):
+    hits = store.search("Where does the Scottish Parliament sit?", k=4)  # weighted: best in both = 1.0
     assert hits[0].passage.source == "law.txt" and hits[0].score == pytest.approx(1.0)
+    rrf = DocumentStore(RetrievalConfig(fusion="rrf"), embedder=HashEmbedder())
+    rrf.add_documents(DOCS)
+    hits = rrf.search("Where does the Scottish Parliament sit?", k=4)  # first in both rankings: 2 x 0.5/(60+1)
+    assert hits[0].passage.source == "law.txt" and hits[0].score == pytest.approx(1 / 61)
 
 
 def test_sparse_mode_returns_only_term_matches_and_k_is_capped(store):
