@@ -12,6 +12,7 @@ from typing import Literal, get_args
 from council.aggregator import AggregatorConfig
 from council.base_model import BUILTIN_MODEL
 from council.engine import QUANTIZE, Quantize
+from council.hosts import HostsConfig
 from council.router import RouterConfig
 
 CONFIG_VERSION = 1
@@ -40,8 +41,10 @@ class CouncilConfig:
     threads: int | None = None  # torch threads of the in-process host (None: torch's default)
     quantize: Quantize = "fp16"  # base weights of the host: fp16 keeps fp32 answers at half the bytes
     max_batch_rows: int = 12  # rows of one generate call when answering many questions
-    router: RouterConfig = field(default_factory=RouterConfig)
+    # a council of 3 whenever one specialist fits: the others read the same context and check its answer
+    router: RouterConfig = field(default_factory=lambda: RouterConfig(min_k=3, max_k=3))
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    hosts: HostsConfig = field(default_factory=HostsConfig)  # in-process or Ray actors, placement, deadline
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -49,6 +52,11 @@ class CouncilConfig:
             self.router = RouterConfig.from_dict(self.router)
         if isinstance(self.aggregator, dict):
             self.aggregator = AggregatorConfig.from_dict(self.aggregator)
+        if isinstance(self.hosts, dict):
+            try:
+                self.hosts = HostsConfig.from_dict(self.hosts)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e)) from e
         for name in ("context_tokens", "retrieve_k", "max_new_tokens", "max_question_chars", "max_batch_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -65,7 +73,8 @@ class CouncilConfig:
             raise ConfigError(f"version={self.version}: this code reads config version {CONFIG_VERSION} or older")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "router": self.router.to_dict(), "aggregator": self.aggregator.to_dict()}
+        return {**asdict(self), "router": self.router.to_dict(), "aggregator": self.aggregator.to_dict(),
+                "hosts": self.hosts.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: Path | None = None) -> CouncilConfig:

@@ -1,7 +1,9 @@
 """The Council: route, retrieve once, fan out to the specialists in one batch, aggregate.
 
     question ─► check ─► Router.route ─► DocumentStore.search + pack (once, shared by all k)
-             ─► one RAG prompt ─► Host.generate (one mixed-adapter batch) ─► votes ─► aggregate ─► Verdict
+             ─► one RAG prompt ─► HostGroup.generate (one mixed-adapter batch per host, the hosts in parallel,
+                                   up to a deadline; a host that timed out or died gives missing votes)
+             ─► votes ─► aggregate ─► Verdict
 
 `ask` runs those stages in that order for one question; `ask_many` routes and retrieves every question,
 then answers all their rows in a few large batches.
@@ -19,7 +21,7 @@ from pathlib import Path
 from council.aggregator import Aggregate, Vote, aggregate, grounding
 from council.config import ConfigError, CouncilConfig
 from council.engine import Request
-from council.hosts import AdapterSpec, Host, HostSpec
+from council.hosts import AdapterSpec, Host, HostFailure, HostGroup, HostSpec
 from council.prompts import rag_messages
 from council.retrieval import Context, pack
 from council.router import Profile, RouteChoice, Router
@@ -75,9 +77,12 @@ class Verdict:
 class Council:
     """A council of specialists on one base model, a router, a shared document store and an aggregator."""
 
-    def __init__(self, config: CouncilConfig | None = None, *, store=None, host: Host | None = None,
+    def __init__(self, config: CouncilConfig | None = None, *, store=None, host: Host | HostGroup | None = None,
                  embedder=None):
-        """Parts not given are built from the config; `embedder` (router and demo store) defaults to MiniLM."""
+        """Parts not given are built from the config; `embedder` (router and demo store) defaults to MiniLM.
+
+        Hosts come from `config.hosts` (in-process, or Ray actors placed as it says), unless `host` gives a
+        Host or a HostGroup already loaded (the council then does not close it)."""
         from specialists.catalog import CATALOG_DIR, get, load_catalog
 
         self.config = config = config or CouncilConfig()
@@ -92,10 +97,11 @@ class Council:
         self.router = Router([Profile(n, s.card.description, list(s.card.routing.get("examples", [])))
                               for n, s in self.specialists.items()], config=config.router, embedder=embedder)
         self.store = store if store is not None else self._open_store()
-        self.host = host or Host(HostSpec(
+        self._owns_host = host is None
+        self.host = HostGroup.of(host) if isinstance(host, Host) else host or HostGroup.start(HostSpec(
             base_model=config.base_model, threads=config.threads, quantize=config.quantize,
             adapters=tuple(AdapterSpec(n, str(s.path), s.card.base_model.get("fingerprint"))
-                           for n, s in self.specialists.items())))
+                           for n, s in self.specialists.items())), config.hosts)
 
     @classmethod
     def from_config(cls, path: str | Path) -> Council:
@@ -145,11 +151,16 @@ class Council:
         return [Request(messages, name, self.config.max_new_tokens) for name in voters]
 
     def votes(self, route: RouteChoice, requests: Sequence[Request], generations) -> list[Vote]:
-        return [Vote(specialist=r.adapter or BASE_VOTER, answer=g.text,
-                     route_score=max(route.scores.get(r.adapter, 1.0), 0.0),
-                     reliability=self.specialists[r.adapter].card.reliability if r.adapter else 0.5,
-                     mean_logprob=g.mean_logprob, latency_s=round(g.seconds, 4))
-                for r, g in zip(requests, generations)]
+        """A vote per row; a row whose host timed out or died (a HostFailure) is a missing vote."""
+        votes = []
+        for r, g in zip(requests, generations):
+            who = dict(specialist=r.adapter or BASE_VOTER, route_score=max(route.scores.get(r.adapter, 1.0), 0.0),
+                       reliability=self.specialists[r.adapter].card.reliability if r.adapter else 0.5)
+            if isinstance(g, HostFailure):
+                votes.append(Vote(answer="", error=g.error, **who))
+            else:
+                votes.append(Vote(answer=g.text, mean_logprob=g.mean_logprob, latency_s=round(g.seconds, 4), **who))
+        return votes
 
     def verdict(self, question: str, truncated: bool, route: RouteChoice, context: Context, votes: list[Vote],
                 timings: dict[str, float]) -> Verdict:
@@ -222,7 +233,9 @@ class Council:
         return await asyncio.to_thread(self.ask_many, questions)
 
     def close(self) -> None:
-        """Release the host (Ray actors, when hosts run on Ray)."""
+        """Release the hosts it built: stop their Ray actors, and the embedded Ray instance it started."""
+        if self._owns_host:
+            self.host.close()
 
     def __enter__(self) -> Council:
         return self

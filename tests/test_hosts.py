@@ -1,0 +1,242 @@
+"""Hosts: placement, config, the fan-out in-process; on Ray (marked `ray`), a two-node cluster simulated on
+this machine with one host pinned to each node, deadlines, a killed host and a restarted one.
+
+The Ray tests share ONE cluster and ONE council for the module (a Ray start and an actor's first load cost
+seconds each), and run in file order: the last one kills a host for good."""
+
+import shutil
+import time
+
+import pytest
+
+from council import base_model
+from council.config import ConfigError, CouncilConfig
+from council.council import Council
+from council.embedder import HashEmbedder
+from council.engine import AdapterError, Request
+from council.hosts import (AdapterSpec, HostFailure, HostGroup, HostHealth, HostsConfig, HostSpec,
+                           check_reachable, place, plan)
+from council.retrieval import Document, DocumentStore
+from specialists.card import SpecialistCard
+
+TOPICS = {
+    "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?"]),
+    "science": ("Forces, mass and acceleration.", ["What is force?"]),
+    "law": ("European Union law and parliaments.", ["What is EU law?"]),
+}
+QUESTION = "When did the Normans conquer England?"
+
+
+def make_catalog(root, tiny_model_dir, tiny_adapters):
+    fingerprint = base_model.load(tiny_model_dir).fingerprint
+    for name, (description, examples) in TOPICS.items():
+        shutil.copytree(tiny_adapters[name], root / name)
+        SpecialistCard(name=name, domain=name, description=description,
+                       base_model={"name": str(tiny_model_dir), "fingerprint": fingerprint},
+                       training={}, routing={"examples": examples}, code_version="test",
+                       eval={"answerable_f1": 50.0, "abstain_f1": 70.0}).save(root / name)
+    return root
+
+
+def make_store():
+    s = DocumentStore(embedder=HashEmbedder())
+    s.add_documents([Document("The Normans conquered England in 1066.", "normans.txt", "Normans"),
+                     Document("Force equals mass times acceleration.", "force.txt", "Force")])
+    return s
+
+
+def council_config(tiny_model_dir, catalog, **hosts) -> CouncilConfig:
+    """Every specialist votes on every question (k = 3), so each host has rows to answer."""
+    return CouncilConfig(base_model=str(tiny_model_dir), catalog=str(catalog), quantize="none", max_new_tokens=6,
+                         context_tokens=120, router={"threshold": 0.0, "min_k": 3, "max_k": 3}, hosts=hosts)
+
+
+@pytest.fixture(scope="module")
+def catalog(tiny_model_dir, tiny_adapters, tmp_path_factory):
+    return make_catalog(tmp_path_factory.mktemp("catalog"), tiny_model_dir, tiny_adapters)
+
+
+@pytest.fixture(scope="module")
+def store():
+    return make_store()
+
+
+@pytest.fixture(scope="module")
+def template(tiny_model_dir, tiny_adapters):
+    return HostSpec(str(tiny_model_dir), tuple(AdapterSpec(n, str(p)) for n, p in tiny_adapters.items()),
+                    quantize="none")
+
+
+# ---------------------------------------------------------------------------------------------- no Ray
+
+
+def test_placements():
+    a, b, c = (AdapterSpec(n, f"/x/{n}") for n in "xyz")
+    assert place([a, b, c], "single") == [(a, b, c)]
+    assert place([a, b, c], "spread", 2) == [(a, c), (b,)]
+    assert place([a, b, c], "spread", 9) == [(a,), (b,), (c,)]  # never an empty host
+    assert place([a, b, c], "per_specialist") == [(a,), (b,), (c,)]
+    specs = plan(HostSpec("m", (a, b, c)), HostsConfig(placement="spread", n_hosts=2), threads=1)
+    assert [(s.name, s.threads, [x.name for x in s.adapters]) for s in specs] == [
+        ("host0", 1, ["x", "z"]), ("host1", 1, ["y"])]
+
+
+@pytest.mark.parametrize("hosts, message", [
+    ({"mode": "cloud"}, r"hosts.mode='cloud': choose one of inprocess, ray"),
+    ({"placement": "random"}, r"hosts.placement='random': choose one of single, spread, per_specialist"),
+    ({"n_hosts": 2}, r"hosts.n_hosts=2 with placement='single'.*set placement='spread'"),
+    ({"n_hosts": 0, "placement": "spread"}, r"hosts.n_hosts=0: must be a whole number of at least 1"),
+    ({"num_cpus": 0}, r"hosts.num_cpus=0: must be a number above 0"),
+    ({"deadline_s": -1}, r"hosts.deadline_s=-1: must be a number of seconds above 0"),
+    ({"restarts": -2}, r"hosts.restarts=-2"),
+    ({"resources": {"a": 1}}, r"hosts.resources=.*one dict per host"),
+    ({"hosts": 2}, r"unknown hosts config key\(s\) \['hosts'\]"),
+])
+def test_hosts_config_errors_name_the_field(hosts, message):
+    with pytest.raises(ConfigError, match=message):
+        CouncilConfig(hosts=hosts)
+
+
+def test_hosts_config_round_trip(tmp_path):
+    c = CouncilConfig(hosts={"mode": "ray", "placement": "spread", "n_hosts": 2, "num_cpus": 1, "deadline_s": 5.0,
+                             "resources": [{"node_a": 1}, {"node_b": 1}]})
+    assert isinstance(c.hosts, HostsConfig) and c.hosts.n_hosts == 2
+    assert CouncilConfig.from_dict(c.to_dict()) == c
+    (tmp_path / "c.toml").write_text('[hosts]\nmode = "ray"\naddress = "10.0.0.1:6379"\nnum_cpus = 2\n')
+    assert CouncilConfig.from_file(tmp_path / "c.toml").hosts == HostsConfig(mode="ray", address="10.0.0.1:6379",
+                                                                             num_cpus=2)
+    assert CouncilConfig().hosts.mode == "inprocess"  # the default: no Ray
+
+
+def test_spread_hosts_answer_like_one_host(template):
+    one = HostGroup.start(template)
+    two = HostGroup.start(template, HostsConfig(placement="spread", n_hosts=2))
+    assert (one.names, two.names) == (["host0"], ["host0", "host1"])
+    assert [two.host_of(n) for n in ("history", "science", "law", None)] == ["host0", "host1", "host0", "host0"]
+    requests = [Request.from_prompt("What is force?", a) for a in ("law", "science", None, "history")]
+    a, b = one.generate(requests, max_new_tokens=5), two.generate(requests, max_new_tokens=5)
+    assert [g.text for g in a] == [g.text for g in b]
+    assert {n: h.adapters for n, h in two.health().items()} == {"host0": ["history", "law"], "host1": ["science"]}
+    with pytest.raises(AdapterError, match=r"unknown adapter 'poetry'; loaded adapters: history, law, science"):
+        two.host_of("poetry")
+
+
+def test_a_failed_host_is_a_missing_vote_named_in_the_verdict(tiny_model_dir, catalog, store, monkeypatch):
+    council = Council(council_config(tiny_model_dir, catalog, placement="spread", n_hosts=2), store=store,
+                      embedder=HashEmbedder())
+    run = council.host._run_local
+
+    def host1_times_out(requests, by_host, kw):
+        out = run(requests, {n: r for n, r in by_host.items() if n != "host1"}, kw)
+        return {**out, "host1": HostFailure("host1", "host host1 timed out after 5.0 s")}
+
+    monkeypatch.setattr(council.host, "_run_local", host1_times_out)
+    v = council.ask(QUESTION)
+    assert v.missing == ["law"]  # the only adapter on host1 (the catalog is sorted: history, law, science)
+    failed = [x for x in v.votes if x.error]
+    assert [(x.specialist, x.error) for x in failed] == [("law", "host host1 timed out after 5.0 s")]
+    assert len(v.votes) == 3 and v.reason != "no_votes"  # the other two answered
+    council.close()
+
+
+def test_unreachable_address_fails_within_seconds():
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"cannot reach the Ray cluster at '127.0.0.1:1'.*ray start --head"):
+        check_reachable("127.0.0.1:1")
+    assert time.monotonic() - t0 < 6
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine, 1 CPU each, told apart by the custom resources node_a and node_b."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    c = Cluster()
+    # wait=False, then one generous wait: a node's own 30 s wait fails on a machine busy with training jobs
+    c.add_node(wait=False, num_cpus=1, resources={"node_a": 1}, include_dashboard=False)
+    c.add_node(wait=False, num_cpus=1, resources={"node_b": 1})
+    c.wait_for_nodes(timeout=300)
+    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_council(cluster, tiny_model_dir, catalog, store):
+    """host0 (history, science) pinned to node_a, host1 (law) to node_b."""
+    config = council_config(tiny_model_dir, catalog, mode="ray", placement="spread", n_hosts=2, num_cpus=1,
+                            resources=[{"node_a": 1}, {"node_b": 1}], deadline_s=60.0, restarts=1)
+    council = Council(config, store=store, embedder=HashEmbedder())
+    yield council
+    council.close()
+
+
+def _node_with(resource: str) -> str:
+    import ray
+
+    return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and resource in n["Resources"])
+
+
+@pytest.mark.ray
+def test_hosts_on_both_nodes_answer_like_in_process(ray_council, tiny_model_dir, catalog, store):
+    health = ray_council.host.health()
+    assert all(isinstance(h, HostHealth) for h in health.values())
+    assert health["host0"].node == _node_with("node_a") and health["host1"].node == _node_with("node_b")
+    assert (health["host0"].adapters, health["host1"].adapters) == (["history", "science"], ["law"])
+    assert health["host0"].threads == health["host1"].threads == 1  # torch threads = the host's num_cpus
+    v = ray_council.ask(QUESTION)
+    assert v.missing == [] and len(v.votes) == 3
+    local = Council(council_config(tiny_model_dir, catalog), store=store, embedder=HashEmbedder())
+    alone = local.ask(QUESTION)
+    assert [(x.specialist, x.answer) for x in v.votes] == [(x.specialist, x.answer) for x in alone.votes]
+    assert (v.answer, v.reason) == (alone.answer, alone.reason)
+
+
+@pytest.mark.ray
+def test_a_deadline_that_expires_gives_missing_votes(ray_council):
+    group = ray_council.host
+    group.deadline_s = 0.001
+    try:
+        v = ray_council.ask(QUESTION)
+    finally:
+        group.deadline_s = 60.0
+    assert sorted(v.missing) == ["history", "law", "science"]
+    assert {x.error for x in v.votes} == {"host host0 timed out after 0.001 s", "host host1 timed out after 0.001 s"}
+    assert v.abstained and v.answer is None
+
+
+@pytest.mark.ray
+def test_a_killed_host_restarts_and_reloads_its_adapters(ray_council):
+    import ray
+
+    group = ray_council.host
+    before = group.health()["host1"]
+    ray.kill(group.hosts["host1"], no_restart=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        after = group.health()["host1"]
+        if isinstance(after, HostHealth) and after.pid != before.pid:
+            break
+        time.sleep(0.5)
+    assert isinstance(after, HostHealth) and after.pid != before.pid
+    assert after.adapters == ["law"] and after.node == before.node  # still pinned by its resource
+    assert ray_council.ask(QUESTION).missing == []
+
+
+@pytest.mark.ray
+def test_a_dead_host_is_named_and_the_quorum_answers(ray_council):
+    import ray
+
+    ray.kill(ray_council.host.hosts["host1"], no_restart=True)
+    v = ray_council.ask(QUESTION)
+    assert v.missing == ["law"]
+    (dead,) = [x for x in v.votes if x.error]
+    assert dead.specialist == "law" and dead.error.startswith("host host1 died")
+    assert sorted(x.specialist for x in v.votes if not x.error) == ["history", "science"]
+    assert v.reason != "no_votes"  # aggregated from the two that answered
+    assert isinstance(ray_council.host.health()["host1"], HostFailure)
