@@ -19,34 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from council import base_model  # noqa: E402
 from council.engine import Engine, Request  # noqa: E402
 from council.prompts import closed_book_messages  # noqa: E402
+from benchmarks.common import random_adapters  # noqa: E402
 
 # Asks for a long answer so that every row decodes the full token budget: the timings then compare equal work.
 QUESTION = "Write a long story about a dragon who lives in a library."
-
-
-def random_adapters(base: base_model.BaseModel, folder: Path, n: int) -> dict[str, Path]:
-    """n LoRA adapters (r=8 on q/v) with small random B, so each really runs and the text stays sensible."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-    names = [f"bench{i}" for i in range(n)]
-    model = get_peft_model(base_model.load(base.path).model, config, adapter_name=names[0])
-    for name in names[1:]:
-        model.add_adapter(name, config)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "lora_B" in pname:
-                p.normal_(std=1e-3)
-    model.save_pretrained(folder, selected_adapters=names)  # one subfolder per adapter
-    return {name: folder / name for name in names}
 
 
 def timed(fn, repeats: int) -> float:

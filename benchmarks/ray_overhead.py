@@ -43,6 +43,7 @@ from council.embedder import HashEmbedder  # noqa: E402
 from council.jobs import answer_file  # noqa: E402
 from council.retrieval import Document, DocumentStore  # noqa: E402
 from specialists.card import SpecialistCard  # noqa: E402
+from benchmarks.common import random_adapters  # noqa: E402
 
 DOCUMENTS = [
     ("The Normans conquered England in 1066, when William won the battle of Hastings.", "Normans"),
@@ -72,25 +73,6 @@ def make_catalog(root: Path, base: base_model.BaseModel, adapters: dict[str, Pat
                        routing={"examples": QUESTIONS[:2]}, code_version="bench",
                        eval={"answerable_f1": 50.0, "abstain_f1": 50.0}).save(root / name)
     return root
-
-
-def random_adapters(base: base_model.BaseModel, folder: Path, n: int) -> dict[str, Path]:
-    """n LoRA adapters (r=8 on q/v) with small random B, so each really runs and the text stays sensible."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-    names = [f"bench{i}" for i in range(n)]
-    model = get_peft_model(base_model.load(base.path).model, config, adapter_name=names[0])
-    for name in names[1:]:
-        model.add_adapter(name, config)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "lora_B" in pname:
-                p.normal_(std=1e-3)
-    model.save_pretrained(folder, selected_adapters=names)
-    return {name: folder / name for name in names}
 
 
 def config(model: str, catalog: Path, k: int, max_new_tokens: int, threads: int | None = None,

@@ -87,3 +87,42 @@ def real_base():
     from council import base_model
 
     return base_model.load(base_model.BUILTIN_MODEL)
+
+
+# The tiny council's specialists: (description, typical questions) by name; adapters from `tiny_adapters`.
+TOPICS = {
+    "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?", "Who won the war?"]),
+    "science": ("Forces, mass and acceleration.", ["What is force?", "How does mass relate to acceleration?"]),
+    "law": ("European Union law and parliaments.", ["What is EU law?", "Who passes laws in Scotland?"]),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog(tiny_model_dir, tiny_adapters, tmp_path_factory) -> Path:
+    """A catalog folder: the tiny adapters with specialist cards that carry the tiny model's fingerprint."""
+    import shutil
+
+    from council import base_model
+    from specialists.card import SpecialistCard
+
+    root = tmp_path_factory.mktemp("catalog")
+    fingerprint = base_model.load(tiny_model_dir).fingerprint
+    for name, (description, examples) in TOPICS.items():
+        shutil.copytree(tiny_adapters[name], root / name)
+        SpecialistCard(name=name, domain=name, description=description,
+                       base_model={"name": str(tiny_model_dir), "fingerprint": fingerprint},
+                       training={}, routing={"examples": examples}, code_version="test",
+                       eval={"answerable_f1": 50.0, "abstain_f1": 70.0}).save(root / name)
+    return root
+
+
+def make_store():
+    """A three-passage store with the hashing embedder (no model)."""
+    from council.embedder import HashEmbedder
+    from council.retrieval import Document, DocumentStore
+
+    s = DocumentStore(embedder=HashEmbedder())
+    s.add_documents([Document("The Normans conquered England in 1066.", "normans.txt", "Normans"),
+                     Document("Force equals mass times acceleration.", "force.txt", "Force"),
+                     Document("EU law is made by the European Parliament and the Council.", "eu.txt", "EU law")])
+    return s

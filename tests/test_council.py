@@ -1,48 +1,23 @@
 """The Council end to end on a tiny random model: stages, fallbacks, bad input, config files, the CLI."""
 
 import json
-import shutil
 
 import pytest
 
-from council import base_model
+
 from council.cli import main
 from council.config import ConfigError, CouncilConfig
 from council.council import BASE_VOTER, Council, QuestionError, Verdict
 from council.embedder import HashEmbedder
 from council.engine import AdapterMismatchError
 from council.hosts import AdapterSpec, Host, HostSpec
-from council.retrieval import Document, DocumentStore
 from specialists.card import SpecialistCard
 from specialists.catalog import UnknownSpecialistError
-
-TOPICS = {
-    "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?", "Who won the war?"]),
-    "science": ("Forces, mass and acceleration.", ["What is force?", "How does mass relate to acceleration?"]),
-    "law": ("European Union law and parliaments.", ["What is EU law?", "Who passes laws in Scotland?"]),
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_catalog(tiny_model_dir, tiny_adapters, tmp_path_factory):
-    root = tmp_path_factory.mktemp("catalog")
-    fingerprint = base_model.load(tiny_model_dir).fingerprint
-    for name, (description, examples) in TOPICS.items():
-        shutil.copytree(tiny_adapters[name], root / name)
-        SpecialistCard(name=name, domain=name, description=description,
-                       base_model={"name": str(tiny_model_dir), "fingerprint": fingerprint},
-                       training={}, routing={"examples": examples}, code_version="test",
-                       eval={"answerable_f1": 50.0, "abstain_f1": 70.0}).save(root / name)
-    return root
-
+from tests.conftest import TOPICS, make_store
 
 @pytest.fixture(scope="module")
 def store():
-    s = DocumentStore(embedder=HashEmbedder())
-    s.add_documents([Document("The Normans conquered England in 1066.", "normans.txt", "Normans"),
-                     Document("Force equals mass times acceleration.", "force.txt", "Force"),
-                     Document("EU law is made by the European Parliament and the Council.", "eu.txt", "EU law")])
-    return s
+    return make_store()
 
 
 def make(tiny_model_dir, tiny_catalog, store, **overrides) -> Council:

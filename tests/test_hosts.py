@@ -4,45 +4,19 @@ this machine with one host pinned to each node, deadlines, a killed host and a r
 The Ray tests share ONE cluster and ONE council for the module (a Ray start and an actor's first load cost
 seconds each), and run in file order: the last one kills a host for good."""
 
-import shutil
 import time
 
 import pytest
 
-from council import base_model
 from council.config import ConfigError, CouncilConfig
 from council.council import Council
 from council.embedder import HashEmbedder
 from council.engine import AdapterError, Request
 from council.hosts import (AdapterSpec, HostFailure, HostGroup, HostHealth, HostsConfig, HostSpec,
                            check_reachable, place, plan)
-from council.retrieval import Document, DocumentStore
-from specialists.card import SpecialistCard
+from tests.conftest import make_store
 
-TOPICS = {
-    "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?"]),
-    "science": ("Forces, mass and acceleration.", ["What is force?"]),
-    "law": ("European Union law and parliaments.", ["What is EU law?"]),
-}
 QUESTION = "When did the Normans conquer England?"
-
-
-def make_catalog(root, tiny_model_dir, tiny_adapters):
-    fingerprint = base_model.load(tiny_model_dir).fingerprint
-    for name, (description, examples) in TOPICS.items():
-        shutil.copytree(tiny_adapters[name], root / name)
-        SpecialistCard(name=name, domain=name, description=description,
-                       base_model={"name": str(tiny_model_dir), "fingerprint": fingerprint},
-                       training={}, routing={"examples": examples}, code_version="test",
-                       eval={"answerable_f1": 50.0, "abstain_f1": 70.0}).save(root / name)
-    return root
-
-
-def make_store():
-    s = DocumentStore(embedder=HashEmbedder())
-    s.add_documents([Document("The Normans conquered England in 1066.", "normans.txt", "Normans"),
-                     Document("Force equals mass times acceleration.", "force.txt", "Force")])
-    return s
 
 
 def council_config(tiny_model_dir, catalog, **hosts) -> CouncilConfig:
@@ -52,8 +26,8 @@ def council_config(tiny_model_dir, catalog, **hosts) -> CouncilConfig:
 
 
 @pytest.fixture(scope="module")
-def catalog(tiny_model_dir, tiny_adapters, tmp_path_factory):
-    return make_catalog(tmp_path_factory.mktemp("catalog"), tiny_model_dir, tiny_adapters)
+def catalog(tiny_catalog):
+    return tiny_catalog
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,16 @@ import pytest
 from council.council import Council
 from council.embedder import HashEmbedder
 from council.jobs import JobError, answer_file, main, read_done, read_questions
-from test_hosts import council_config, make_catalog, make_store
+from tests.conftest import make_store
+from tests.test_hosts import council_config
 
 QUESTIONS = ["When did the Normans conquer England?", "What is force?", "What is EU law?",
              "Who conquered England?", "How does mass relate to acceleration?"]
 
 
 @pytest.fixture(scope="module")
-def catalog(tiny_model_dir, tiny_adapters, tmp_path_factory):
-    return make_catalog(tmp_path_factory.mktemp("catalog"), tiny_model_dir, tiny_adapters)
+def catalog(tiny_catalog):
+    return tiny_catalog
 
 
 @pytest.fixture(scope="module")
