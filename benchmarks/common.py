@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -25,3 +26,10 @@ def random_adapters(base: base_model.BaseModel, folder: Path, n: int) -> dict[st
                 p.normal_(std=1e-3)
     model.save_pretrained(folder, selected_adapters=names)  # one subfolder per adapter
     return {name: folder / name for name in names}
+
+
+def write_json(path: Path, results: dict) -> None:
+    """Write a benchmark's figures as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")

@@ -12,7 +12,6 @@ Adapters: the catalog's specialists when built, else random LoRA adapters (r=8, 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from council import base_model  # noqa: E402
 from council.engine import Engine, Request  # noqa: E402
 from council.prompts import closed_book_messages  # noqa: E402
-from benchmarks.common import random_adapters  # noqa: E402
+from benchmarks.common import random_adapters, write_json  # noqa: E402
 
 # Asks for a long answer so that every row decodes the full token budget: the timings then compare equal work.
 QUESTION = "Write a long story about a dragon who lives in a library."
@@ -92,9 +91,7 @@ def main(argv=None) -> int:
         print(f"| {q} | {r['single_s']} | {r['sequential_s']} | {r['batched_s']} | {r['sequential_ratio']}x "
               f"| {r['batched_ratio']}x |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"\nwrote {args.json}")
+        write_json(args.json, results)
     return 0
 
 

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from council.embedder import get_embedder  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 from council.retrieval import Document, DocumentStore, RetrievalConfig, read_documents, split_passages  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -176,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     print(markdown(results))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, results)
     return 0
 
 

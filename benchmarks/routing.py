@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from council.router import Profile, Router, RouterConfig  # noqa: E402
+from benchmarks.common import write_json  # noqa: E402
 from specialists.domains import OUT_OF_DOMAIN_ARTICLES, SQUAD_DOMAINS, domain_of, split_of  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -116,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {key} | {value} | {mark} |")
     print("\n".join(lines))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, results)
     return 0
 
 
