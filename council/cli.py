@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--config", help="a council config file (JSON or TOML); default: the built-in demo")
     ask.add_argument("--model", help="base model: a local folder, a cached hub id or the built-in name")
     ask.add_argument("--store", help="a document store folder made by `council index`")
-    ask.add_argument("--specialists", nargs="+", help="seat only these specialists")
+    ask.add_argument("--specialists", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+                     help="seat only these specialists, comma-separated (e.g. history,economics)")
     ask.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ask.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     ask.set_defaults(func=_ask)
