@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from council import base_model  # noqa: E402
 from council.config import CouncilConfig  # noqa: E402
 from council.council import Council  # noqa: E402
-from council.embedder import HashEmbedder  # noqa: E402
+from conftest import HashEmbedder  # noqa: E402  (a model-free embedder: this benchmark times hosts)
 from council.jobs import answer_file  # noqa: E402
 from council.retrieval import Document, DocumentStore  # noqa: E402
 from specialists.card import SpecialistCard  # noqa: E402

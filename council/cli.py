@@ -48,17 +48,16 @@ def _print_verdict(v) -> None:
 
 
 def _ask(args) -> int:
-    from council.council import Council, QuestionError
+    from council.council import Council, QuestionError, check_question
 
-    if not args.question.strip():
-        print("council ask: the question is empty: ask something", file=sys.stderr)
+    config = _config(args)
+    try:  # before loading anything: a bad question fails in a second, not after the models load
+        check_question(args.question, max_chars=config.max_question_chars, overlong=config.overlong)
+    except QuestionError as e:
+        print(f"council ask: {e}", file=sys.stderr)
         return 2
-    with Council(_config(args)) as council:
-        try:
-            verdict = council.ask(args.question)
-        except QuestionError as e:
-            print(f"council ask: {e}", file=sys.stderr)
-            return 2
+    with Council(config) as council:
+        verdict = council.ask(args.question)
     print(verdict.to_json() if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_verdict(verdict)

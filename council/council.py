@@ -33,6 +33,25 @@ class QuestionError(ValueError):
     """A question that cannot be asked: empty, not text, or too long under the "error" policy."""
 
 
+def check_question(question: str, *, max_chars: int, overlong: str = "error") -> tuple[str, bool]:
+    """The question stripped (and cut to max_chars when overlong="truncate"), and whether it was cut."""
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, got {type(question).__name__}")
+    try:  # bytes that are not UTF-8 reach us from argv or files as lone surrogates
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise QuestionError(f"the question is not valid UTF-8 text (byte {e.start}): re-encode it as UTF-8") from e
+    question = question.strip()
+    if not question:
+        raise QuestionError("the question is empty: ask something")
+    if len(question) <= max_chars:
+        return question, False
+    if overlong == "truncate":
+        return question[:max_chars], True
+    raise QuestionError(f"the question has {len(question)} characters, more than max_question_chars={max_chars}: "
+                        "shorten it, or set overlong='truncate'")
+
+
 @dataclass(frozen=True)
 class Citation:
     """A passage of the shared context that supports the answer."""
@@ -126,18 +145,7 @@ class Council:
 
     def check(self, question: str) -> tuple[str, bool]:
         """The question as it will be asked, and whether it was truncated; QuestionError when unusable."""
-        if not isinstance(question, str):
-            raise QuestionError(f"the question must be text, got {type(question).__name__}")
-        question = question.strip()
-        if not question:
-            raise QuestionError("the question is empty: ask something")
-        limit = self.config.max_question_chars
-        if len(question) <= limit:
-            return question, False
-        if self.config.overlong == "truncate":
-            return question[:limit], True
-        raise QuestionError(f"the question has {len(question)} characters, more than max_question_chars={limit}: "
-                            "shorten it, or set overlong='truncate'")
+        return check_question(question, max_chars=self.config.max_question_chars, overlong=self.config.overlong)
 
     def retrieve(self, question: str) -> Context:
         """The shared context: the best passages, packed into the prompt's token budget."""

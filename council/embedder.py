@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -104,22 +102,3 @@ class Embedder:
 def get_embedder() -> Embedder:
     """The one shared embedder of this process (loading costs about 3 s; the store and the router share it)."""
     return Embedder()
-
-
-class HashEmbedder:
-    """A deterministic bag-of-words stand-in: each lower-cased word adds 1 to a bucket chosen by its CRC32.
-
-    Lexical only (no synonyms), instant and model-free: for unit tests of the store and the router.
-    """
-
-    def __init__(self, dim: int = 256) -> None:
-        self.name = f"hash-bow-{dim}"
-        self.dim = dim
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1.0)

@@ -6,8 +6,12 @@ costs seconds, and loading the real model more.
 from __future__ import annotations
 
 import os
+import re
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,7 +122,6 @@ def tiny_catalog(tiny_model_dir, tiny_adapters, tmp_path_factory) -> Path:
 
 def make_store():
     """A three-passage store with the hashing embedder (no model)."""
-    from council.embedder import HashEmbedder
     from council.retrieval import Document, DocumentStore
 
     s = DocumentStore(embedder=HashEmbedder())
@@ -126,3 +129,22 @@ def make_store():
                      Document("Force equals mass times acceleration.", "force.txt", "Force"),
                      Document("EU law is made by the European Parliament and the Council.", "eu.txt", "EU law")])
     return s
+
+
+class HashEmbedder:
+    """A test stand-in for the embedder (no model): a deterministic bag-of-words stand-in: each lower-cased word adds 1 to a bucket chosen by its CRC32.
+
+    Lexical only (no synonyms), instant and model-free: for unit tests of the store and the router.
+    """
+
+    def __init__(self, dim: int = 256) -> None:
+        self.name = f"hash-bow-{dim}"
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)

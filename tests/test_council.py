@@ -8,12 +8,11 @@ import pytest
 from council.cli import main
 from council.config import ConfigError, CouncilConfig
 from council.council import BASE_VOTER, Council, QuestionError, Verdict
-from council.embedder import HashEmbedder
 from council.engine import AdapterMismatchError
 from council.hosts import AdapterSpec, Host, HostSpec
 from specialists.card import SpecialistCard
 from specialists.catalog import UnknownSpecialistError
-from tests.conftest import TOPICS, make_store
+from tests.conftest import TOPICS, HashEmbedder, make_store
 
 @pytest.fixture(scope="module")
 def store():
@@ -68,6 +67,12 @@ def test_async_api(council):
 def test_empty_question_is_refused(council, question):
     with pytest.raises(QuestionError, match="the question is empty"):
         council.ask(question)
+
+
+def test_question_that_is_not_utf8_is_refused(council):
+    not_utf8 = b"Who r\xe9igned?".decode("utf-8", errors="surrogateescape")  # what argv gives for Latin-1 bytes
+    with pytest.raises(QuestionError, match=r"not valid UTF-8 text \(byte 5\)"):
+        council.ask(not_utf8)
 
 
 def test_overlong_question_error_or_truncate(tiny_model_dir, tiny_catalog, store, council):

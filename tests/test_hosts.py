@@ -10,11 +10,10 @@ import pytest
 
 from council.config import ConfigError, CouncilConfig
 from council.council import Council
-from council.embedder import HashEmbedder
 from council.engine import AdapterError, Request
 from council.hosts import (AdapterSpec, HostFailure, HostGroup, HostHealth, HostsConfig, HostSpec,
                            check_reachable, place, plan)
-from tests.conftest import make_store
+from tests.conftest import HashEmbedder, make_store
 
 QUESTION = "When did the Normans conquer England?"
 

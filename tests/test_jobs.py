@@ -8,9 +8,8 @@ import time
 import pytest
 
 from council.council import Council
-from council.embedder import HashEmbedder
 from council.jobs import JobError, answer_file, main, read_done, read_questions
-from tests.conftest import make_store
+from tests.conftest import HashEmbedder, make_store
 from tests.test_hosts import council_config
 
 QUESTIONS = ["When did the Normans conquer England?", "What is force?", "What is EU law?",

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from council.embedder import HashEmbedder, get_embedder
+from council.embedder import get_embedder
+from tests.conftest import HashEmbedder
 from council.retrieval import (
     Document,
     DocumentError,

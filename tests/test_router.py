@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from council.embedder import HashEmbedder, get_embedder
+from council.embedder import get_embedder
+from tests.conftest import HashEmbedder
 from council.router import Profile, RouteChoice, Router, RouterConfig, _accuracy, _select
 
 PROFILES = [
