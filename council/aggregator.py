@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, NamedTuple, get_args
 
 from rapidfuzz import fuzz, process
 
+from council import strict
 from council.metrics import abstain_f1, is_abstention, normalize_answer, token_f1
 from council.prompts import ABSTAIN_ANSWER
 
@@ -153,11 +154,7 @@ class AggregatorConfig:
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ValueError(f"version={version!r}: this code reads aggregator config version {CONFIG_VERSION}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown aggregator config keys {unknown}; known: {known}")
-        return cls(**data)
+        return strict.from_dict(cls, data, what="aggregator config")
 
 
 # ------------------------------------------------------------------------------------------------- weights

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from council import strict
 from council.aggregator import AggregatorConfig
 from council.base_model import BUILTIN_MODEL
 from council.engine import QUANTIZE, Quantize
@@ -78,10 +79,6 @@ class CouncilConfig:
 
     @classmethod
     def from_dict(cls, data: dict, *, base_dir: Path | None = None) -> CouncilConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
         data = dict(data)
         if base_dir is not None:  # relative paths are relative to the config file, not the working folder
             for key in ("catalog", "store"):
@@ -90,7 +87,7 @@ class CouncilConfig:
             if data.get("base_model") and (base_dir / data["base_model"]).is_dir():
                 data["base_model"] = str((base_dir / data["base_model"]).resolve())
         try:
-            return cls(**data)
+            return strict.from_dict(cls, data, what="config")
         except ConfigError:
             raise
         except (TypeError, ValueError) as e:

@@ -28,10 +28,11 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from council import strict
 from council.engine import AdapterError, Generation, Quantize, Request
 
 HostMode = Literal["inprocess", "ray"]
@@ -106,11 +107,7 @@ class HostsConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> HostsConfig:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown hosts config key(s) {unknown}; known: {known}")
-        return cls(**data)
+        return strict.from_dict(cls, data, what="hosts config")
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import bm25s
 import numpy as np
 
+from council import strict
 from council.embedder import MODEL_NAME, TextEncoder, get_embedder
 
 OnError = Literal["warn", "raise"]
@@ -153,10 +154,7 @@ class RetrievalConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RetrievalConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown retrieval config keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**data)
+        return strict.from_dict(cls, data, what="retrieval config")
 
 
 # -----------------------------------------------------------------------------

@@ -13,10 +13,11 @@ specialist with a global fallback, fitted on labelled validation questions that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from council import strict
 from council.embedder import TextEncoder, get_embedder
 
 
@@ -67,10 +68,7 @@ class RouterConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RouterConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown router config keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**data)
+        return strict.from_dict(cls, data, what="router config")
 
 
 @dataclass(frozen=True)

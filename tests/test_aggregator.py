@@ -245,7 +245,7 @@ def test_config_json_round_trip_and_bad_dicts():
     cfg = AggregatorConfig(strategy="weighted", min_agreement=0.5, quorum=2)
     data = json.loads(json.dumps(cfg.to_dict()))
     assert data["version"] == 1 and AggregatorConfig.from_dict(data) == cfg
-    with pytest.raises(ValueError, match=r"unknown aggregator config keys \['min_agree'\]"):
+    with pytest.raises(ValueError, match=r"unknown aggregator config key\(s\) \['min_agree'\]"):
         AggregatorConfig.from_dict({"min_agree": 0.5})
     with pytest.raises(ValueError, match="version=9"):
         AggregatorConfig.from_dict({"version": 9})

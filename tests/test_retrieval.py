@@ -74,7 +74,7 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="dense_weight=1.5"):
         RetrievalConfig(dense_weight=1.5)
     assert RetrievalConfig.from_dict(RetrievalConfig(max_words=80).to_dict()) == RetrievalConfig(max_words=80)
-    with pytest.raises(ValueError, match=r"unknown retrieval config keys \['words'\]"):
+    with pytest.raises(ValueError, match=r"unknown retrieval config key\(s\) \['words'\]"):
         RetrievalConfig.from_dict({"words": 3})
 
 
