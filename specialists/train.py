@@ -9,7 +9,6 @@ are saved under `<out>/checkpoint/`; a run started again with the same config re
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
@@ -200,7 +199,3 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     return TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,
                        examples=len(kept), skipped_too_long=len(data) - len(kept),
                        tokens=sum(len(kept[i][0]) for i in range(len(kept))), losses=losses, resumed_from=start)
-
-
-def save_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
