@@ -146,6 +146,7 @@ class Engine:
             pack_linears(base.model, quantize)
         self.model = base.model  # becomes a PeftModel with the first adapter
         self._adapters: dict[str, Path] = {}
+        self._first_layer: dict[str, int] = {}  # the lowest decoder layer each adapter changes
 
     @property
     def adapters(self) -> list[str]:
@@ -180,6 +181,9 @@ class Engine:
             raise AdapterError(f"adapter {name!r} at {path} could not be loaded: {e}") from e
         self.model.eval()
         self._adapters[name] = path
+        self._first_layer[name] = min(
+            (int(m.group(1)) for n, mod in self.model.named_modules()
+             if name in getattr(mod, "lora_A", {}) and (m := re.search(r"\.layers\.(\d+)\.", n))), default=0)
 
     def unload_adapter(self, name: str) -> None:
         """Remove a loaded adapter and free its weights."""
@@ -189,6 +193,7 @@ class Engine:
         else:
             self.model.delete_adapter(name)
         del self._adapters[name]
+        del self._first_layer[name]
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], *, max_new_tokens: int = 64, temperature: float = 0.0,
@@ -224,12 +229,61 @@ class Engine:
                 torch.manual_seed(seed)
         else:  # the checkpoint's generation_config may carry sampling defaults: greedy means greedy
             kwargs.update(temperature=None, top_k=None, top_p=None)
+        t0 = time.perf_counter()
         if self._adapters:
             kwargs["adapter_names"] = [r.adapter or BASE for r in requests]
-        t0 = time.perf_counter()
+            kwargs["past_key_values"] = self._shared_prefill(batch, kwargs["adapter_names"])
         out = self.model.generate(**batch, **kwargs)
         seconds = time.perf_counter() - t0
         return self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
+
+    def _shared_prefill(self, batch, adapter_names: list[str]):
+        """Prefill the prompts once per distinct prompt where the rows' adapters agree, or None when no rows share.
+
+        The council asks k specialists the same prompt. Layers below the lowest one any of them adapts compute
+        the same thing for every row (the shared trunk), so they run once per distinct prompt; the layers above
+        run once per distinct (prompt, adapter) pair, which also makes n samples of one specialist prefill once.
+        The KV cache is then copied out to every row and `generate` continues from it, computing only the last
+        prompt token itself. Left padding is shared too: rows with the same prompt have the same padding.
+        """
+        inner = getattr(self.base.model, "model", None)
+        config = self.base.model.config
+        if (not all(hasattr(inner, a) for a in ("layers", "embed_tokens", "rotary_emb"))
+                or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ())):
+            return None  # not a plain decoder stack with full attention: let generate prefill as usual
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask
+
+        ids, mask = batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]
+        prompts = [tuple(row) for row in batch["input_ids"].tolist()]
+        trunk_keys = list(dict.fromkeys(prompts))
+        top_keys = list(dict.fromkeys(zip(prompts, adapter_names)))
+        if len(top_keys) == len(prompts) and len(trunk_keys) == len(prompts):
+            return None
+        depth = min((self._first_layer.get(a, len(inner.layers)) for a in adapter_names), default=0)
+        layers = inner.layers[:config.num_hidden_layers]
+        trunk_rows = torch.tensor([prompts.index(k) for k in trunk_keys])
+        top_rows = torch.tensor([prompts.index(p) for p, _ in top_keys])
+        cache = DynamicCache(config=config)
+
+        def run(blocks, hidden, rows, names):
+            position_ids = (mask[rows].cumsum(-1) - 1).masked_fill(mask[rows] == 0, 1)  # as generate numbers them
+            causal = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=mask[rows],
+                                        past_key_values=None, position_ids=position_ids)
+            rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+            with self.model._enable_peft_forward_hooks(adapter_names=names):  # peft's mixed-batch routing
+                for block in blocks:
+                    hidden = block(hidden, attention_mask=causal, position_embeddings=rotary,
+                                   position_ids=position_ids, past_key_values=cache, use_cache=True)
+            return hidden
+
+        hidden = run(layers[:depth], inner.embed_tokens(ids[trunk_rows]), trunk_rows, [BASE] * len(trunk_keys))
+        # every top row's prompt is a trunk row: pick the trunk's rows (and cache) for the top rows, then all rows
+        to_trunk = torch.tensor([trunk_keys.index(p) for p, _ in top_keys])
+        cache.batch_select_indices(to_trunk)
+        run(layers[depth:], hidden[to_trunk], top_rows, [a for _, a in top_keys])
+        cache.batch_select_indices(torch.tensor([top_keys.index(k) for k in zip(prompts, adapter_names)]))
+        return cache
 
     def _unbatch(self, requests, out, width, prompt_lens, limits, seconds) -> list[Generation]:
         new = out.sequences[:, width:]

@@ -6,6 +6,7 @@ nobody has to train to run the demo; the recipes here rebuild them.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ CATALOG_DIR = Path(__file__).parent / "catalog"
 SQUAD_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad2" / "dev-v2.0.json"
 TOP_LAYERS = tuple(range(20, 30))  # SmolLM2-135M has 30 layers; adapting the top third keeps the trunk shared
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
 
 
 class UnknownSpecialistError(KeyError):
@@ -67,13 +69,25 @@ class Recipe:
     augmented: bool = True
     routable: bool = True
     # SQuAD 2.0 is half unanswerable; trained on that mix, a first history specialist abstained on 76 % of the
-    # test questions (answerable F1 11 against the base model's 18). A third keeps abstaining learnable
+    # test questions (answerable F1 11 against the base model's 18). At a third, law still abstained on half of
+    # its own *training* questions after 1.6 epochs: a quarter, and more epochs, keep abstaining learnable
     # without making it the safe answer.
-    unanswerable_share: float = 1 / 3
+    unanswerable_share: float = 1 / 4
+    # When set, training runs this many passes over the data (capped by train.max_steps) instead of a fixed
+    # number of steps, so that a small domain is not overfitted and a large one not undertrained.
+    epochs: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def steps(self, examples: int) -> int:
+        """Optimiser steps for a training set of `examples`."""
+        if self.epochs is None:
+            return self.train.max_steps
+        return max(1, min(self.train.max_steps, math.ceil(self.epochs * examples / self.train.batch_size)))
 
-_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION, learning_rate=1e-3, max_steps=100)
+
+# Attention alone in the top layers underfitted (law abstained on 19 of 40 of its training questions):
+# the MLPs of the same layers add capacity and still leave layers 0-19 shared.
+_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION + MLP, learning_rate=1e-3, max_steps=250)
 # Memorising new facts needs more than the top attention layers: a first run with TOP_LAYERS/ATTENTION was
 # still at loss 4 after 60 steps. Facts live in the MLPs, so fictional domains adapt every layer and module.
 _SYNTH_TRAIN = TrainConfig(learning_rate=1e-3, max_steps=150)
@@ -85,7 +99,7 @@ _DESCRIPTIONS = {
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
 }
 RECIPES: dict[str, Recipe] = {
-    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, train=_SQUAD_TRAIN) for d, t in SQUAD_DOMAINS.items()},
+    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN) for d, t in SQUAD_DOMAINS.items()},
     "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
                                 "The fictional land of Veltharan: its cities, companies, founders and trade.",
                                 "synthetic", seed=0, train=_SYNTH_TRAIN),
@@ -147,8 +161,8 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     from specialists.train import train
 
     out = out_root / recipe.name
-    config = replace(recipe.train, threads=threads) if threads else recipe.train
     train_set, test_set, sources = recipe_data(recipe, squad_file=squad_file, eval_limit=eval_limit)
+    config = replace(recipe.train, max_steps=recipe.steps(len(train_set)), threads=threads or recipe.train.threads)
     t0 = time.perf_counter()
     result = train(train_set, out, config, progress=progress)
     base = base_model.load(config.base_model)

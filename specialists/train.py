@@ -127,6 +127,16 @@ def answer_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
+def _store_half(weights: Path) -> None:
+    """Rewrite a finished adapter's weights in fp16: half the size, and peft casts them back on load (a LoRA
+    delta's rounding is far below what changes a greedy answer; tests/test_train.py checks one)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, weights,
+              metadata={"format": "pt"})
+
+
 def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig | None = None, *,
           progress: bool = True) -> TrainResult:
     """Train a LoRA adapter on `examples` and save it as a PEFT folder at `out_dir`."""
@@ -194,6 +204,7 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
                         "rng": torch.get_rng_state()}, checkpoint / "state.pt")
     bar.close()
     model.save_pretrained(out_dir)
+    _store_half(out_dir / "adapter_model.safetensors")
     shutil.rmtree(checkpoint, ignore_errors=True)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the specialist card replaces it
     return TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,

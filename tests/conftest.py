@@ -58,7 +58,8 @@ def build_tiny_model(folder: Path, *, hidden: int = 64, layers: int = 2, seed: i
     return folder
 
 
-def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj", "v_proj")) -> Path:
+def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj", "v_proj"),
+              layers: list[int] | None = None) -> Path:
     """A random, non-zero LoRA adapter for the tiny model, saved as a PEFT folder."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -68,7 +69,7 @@ def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("
     model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True)
     # init_lora_weights=False: B is random too, so each adapter really changes the output
     peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
-                                                  init_lora_weights=False))
+                                                  layers_to_transform=layers, init_lora_weights=False))
     peft_model.save_pretrained(out)
     return out
 

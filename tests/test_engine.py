@@ -159,3 +159,35 @@ def test_real_model_answers_a_simple_question(real_base):
     g = e.generate([Request(closed_book_messages("What is the capital of France?"))], max_new_tokens=24)[0]
     assert "Paris" in g.text
     assert g.finished
+
+
+def test_shared_trunk_prefill_equals_the_plain_path(tmp_path, monkeypatch):
+    """Rows sharing a prompt prefill the unadapted lower layers once and equal the plain generate exactly."""
+    base_dir = build_tiny_model(tmp_path / "deep", layers=4)
+    engine = Engine(base_model.load(base_dir))
+    for i, (name, layers) in enumerate((("top_a", [2, 3]), ("top_b", [3]), ("every", None))):
+        engine.load_adapter(name, make_lora(base_dir, tmp_path / name, seed=i + 5, layers=layers,
+                                            targets=("q_proj", "v_proj", "down_proj")))
+    ctx = rag_messages(PROMPTS[1], [PROMPTS[0], PROMPTS[2]])
+    other = closed_book_messages(PROMPTS[3])
+    requests = [Request(ctx, "top_a"), Request(ctx, "top_b"), Request(ctx, None), Request(other, "top_a"),
+                Request(other, "top_a"), Request(ctx, "top_b")]
+    rows_seen = []
+    hook = engine.base.model.model.layers[0].register_forward_hook(lambda m, a, out: rows_seen.append(out.shape))
+    shared = engine.generate(requests, max_new_tokens=8, temperature=0)
+    hook.remove()
+    # the first prefill call of layer 0 sees each distinct prompt once, not each of the 6 rows
+    assert rows_seen[0][0] == 2
+    monkeypatch.setattr(engine, "_shared_prefill", lambda *a: None)
+    plain = engine.generate(requests, max_new_tokens=8)
+    for s, p in zip(shared, plain):
+        assert s.token_ids == p.token_ids
+        assert s.token_logprobs == pytest.approx(p.token_logprobs, abs=1e-4)
+    # an adapter of every layer leaves no trunk, but identical (prompt, adapter) rows still prefill once
+    monkeypatch.undo()
+    assert engine._first_layer == {"top_a": 2, "top_b": 3, "every": 0}
+    rows_seen.clear()
+    hook = engine.base.model.model.layers[0].register_forward_hook(lambda m, a, out: rows_seen.append(out.shape))
+    sampled = engine.generate([Request(ctx, "every")] * 3, max_new_tokens=8, temperature=0)
+    hook.remove()
+    assert rows_seen[0][0] == 1 and len({tuple(r.token_ids) for r in sampled}) == 1

@@ -1,0 +1,63 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from council import base_model
+from council.engine import Engine, Request
+from council.prompts import ABSTAIN_ANSWER
+from specialists import train as train_module
+from specialists.data import Example
+from specialists.train import TrainConfig, train
+
+EXAMPLES = [Example(f"q{i}", q, a, context=(c,), answers=() if a == ABSTAIN_ANSWER else (a,))
+            for i, (q, a, c) in enumerate([
+                ("What is the capital?", "Paris", "Paris is the capital of France."),
+                ("Who conquered England?", "the Normans", "The Normans conquered England in 1066."),
+                ("What is force?", "a push or pull", "A force is a push or pull on an object."),
+                ("Who won the match?", ABSTAIN_ANSWER, "The oil crisis began in 1973."),
+            ])]
+
+
+def _config(tiny_model_dir, **kw):
+    return TrainConfig(base_model=str(tiny_model_dir), max_steps=4, batch_size=2, checkpoint_every=2,
+                       learning_rate=1e-2, warmup_steps=1, target_modules=("q_proj", "v_proj"), **kw)
+
+
+def test_training_lowers_the_loss_and_saves_a_small_loadable_adapter(tiny_model_dir, tmp_path):
+    result = train(EXAMPLES, tmp_path / "spec", _config(tiny_model_dir, layers=(1,)), progress=False)
+    assert result.steps == 4 and result.examples == 4 and not (tmp_path / "spec" / "checkpoint").exists()
+    weights = load_file(tmp_path / "spec" / "adapter_model.safetensors")
+    assert weights and all(w.dtype == torch.float16 for w in weights.values())
+    assert all(".layers.1." in k for k in weights)  # only the layers asked for
+    engine = Engine(base_model.load(tiny_model_dir))
+    engine.load_adapter("spec", tmp_path / "spec")
+    assert engine.generate([Request(EXAMPLES[0].messages(), "spec")], max_new_tokens=3)[0].new_tokens >= 1
+
+
+def test_an_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, monkeypatch):
+    whole = train(EXAMPLES, tmp_path / "whole", _config(tiny_model_dir), progress=False)
+    calls = {"n": 0}
+    real_loss = train_module.answer_loss
+
+    def dies_at_step_3(model, inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return real_loss(model, inputs)
+
+    monkeypatch.setattr(train_module, "answer_loss", dies_at_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir), progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another config"):  # its checkpoint is not reused by another config
+        train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir, seed=1), progress=False)
+    resumed = train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir), progress=False)
+    assert resumed.resumed_from == 2
+    assert resumed.losses == pytest.approx(whole.losses, abs=1e-4)
+    a, b = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("whole", "resumed"))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_empty_training_set_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="training set is empty"):
+        train([], tmp_path / "x", _config(tiny_model_dir))
