@@ -238,13 +238,14 @@ class Engine:
         return self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
 
     def _shared_prefill(self, batch, adapter_names: list[str]):
-        """Prefill the prompts once per distinct prompt where the rows' adapters agree, or None when no rows share.
+        """Prefill each prompt once for as many layers as its rows agree on, or None when no rows share.
 
-        The council asks k specialists the same prompt. Layers below the lowest one any of them adapts compute
-        the same thing for every row (the shared trunk), so they run once per distinct prompt; the layers above
-        run once per distinct (prompt, adapter) pair, which also makes n samples of one specialist prefill once.
-        The KV cache is then copied out to every row and `generate` continues from it, computing only the last
-        prompt token itself. Left padding is shared too: rows with the same prompt have the same padding.
+        The council asks k specialists the same prompt. Below the lowest layer an adapter changes, its row
+        computes what the base model does, so rows with one prompt run together (the shared trunk) until
+        their adapters part ways: layer by layer, a row is keyed by (prompt, its adapter once that adapter has
+        begun, else the base). n samples of one specialist thus prefill once, and an adapter of every layer
+        only keeps itself out of the trunk. The KV cache is then copied out to every row and `generate`
+        continues from it, computing only the last prompt token. Rows with one prompt share their padding.
         """
         inner = getattr(self.base.model, "model", None)
         config = self.base.model.config
@@ -254,35 +255,41 @@ class Engine:
         from transformers import DynamicCache
         from transformers.masking_utils import create_causal_mask
 
-        ids, mask = batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]
-        prompts = [tuple(row) for row in batch["input_ids"].tolist()]
-        trunk_keys = list(dict.fromkeys(prompts))
-        top_keys = list(dict.fromkeys(zip(prompts, adapter_names)))
-        if len(top_keys) == len(prompts) and len(trunk_keys) == len(prompts):
-            return None
-        depth = min((self._first_layer.get(a, len(inner.layers)) for a in adapter_names), default=0)
         layers = inner.layers[:config.num_hidden_layers]
-        trunk_rows = torch.tensor([prompts.index(k) for k in trunk_keys])
-        top_rows = torch.tensor([prompts.index(p) for p, _ in top_keys])
-        cache = DynamicCache(config=config)
+        prompts = [tuple(row) for row in batch["input_ids"].tolist()]
+        first = [self._first_layer.get(a, len(layers)) for a in adapter_names]
+        starts = sorted({0, *(f for f in first if f < len(layers))})
 
-        def run(blocks, hidden, rows, names):
+        def keys(layer: int) -> list[tuple]:  # per row: what its computation at `layer` depends on
+            return [(p, a if f <= layer else BASE) for p, a, f in zip(prompts, adapter_names, first)]
+
+        if len(set(keys(0))) == len(prompts) and len(set(keys(len(layers)))) == len(prompts):
+            return None
+        ids, mask = batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]
+        cache = DynamicCache(config=config)
+        row_keys, hidden = keys(0), None
+        for start, end in zip(starts, [*starts[1:], len(layers)]):
+            now = keys(start)
+            unique = list(dict.fromkeys(now))
+            rows = torch.tensor([now.index(k) for k in unique])  # a batch row that carries each key
+            if hidden is None:
+                hidden = inner.embed_tokens(ids[rows])
+            else:  # each new key continues from the key its row had below this layer
+                before = list(dict.fromkeys(row_keys))
+                parent = torch.tensor([before.index(row_keys[r]) for r in rows.tolist()])
+                hidden = hidden[parent]
+                cache.batch_select_indices(parent)
+            row_keys = now
             position_ids = (mask[rows].cumsum(-1) - 1).masked_fill(mask[rows] == 0, 1)  # as generate numbers them
             causal = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=mask[rows],
                                         past_key_values=None, position_ids=position_ids)
             rotary = inner.rotary_emb(hidden, position_ids=position_ids)
-            with self.model._enable_peft_forward_hooks(adapter_names=names):  # peft's mixed-batch routing
-                for block in blocks:
+            with self.model._enable_peft_forward_hooks(adapter_names=[a for _, a in unique]):  # peft's routing
+                for block in layers[start:end]:
                     hidden = block(hidden, attention_mask=causal, position_embeddings=rotary,
                                    position_ids=position_ids, past_key_values=cache, use_cache=True)
-            return hidden
-
-        hidden = run(layers[:depth], inner.embed_tokens(ids[trunk_rows]), trunk_rows, [BASE] * len(trunk_keys))
-        # every top row's prompt is a trunk row: pick the trunk's rows (and cache) for the top rows, then all rows
-        to_trunk = torch.tensor([trunk_keys.index(p) for p, _ in top_keys])
-        cache.batch_select_indices(to_trunk)
-        run(layers[depth:], hidden[to_trunk], top_rows, [a for _, a in top_keys])
-        cache.batch_select_indices(torch.tensor([top_keys.index(k) for k in zip(prompts, adapter_names)]))
+        final = list(dict.fromkeys(row_keys))
+        cache.batch_select_indices(torch.tensor([final.index(k) for k in row_keys]))
         return cache
 
     def _unbatch(self, requests, out, width, prompt_lens, limits, seconds) -> list[Generation]:

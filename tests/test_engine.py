@@ -183,11 +183,15 @@ def test_shared_trunk_prefill_equals_the_plain_path(tmp_path, monkeypatch):
     for s, p in zip(shared, plain):
         assert s.token_ids == p.token_ids
         assert s.token_logprobs == pytest.approx(p.token_logprobs, abs=1e-4)
-    # an adapter of every layer leaves no trunk, but identical (prompt, adapter) rows still prefill once
+    # an adapter of every layer keeps only itself out of the trunk; identical (prompt, adapter) rows prefill once
     monkeypatch.undo()
     assert engine._first_layer == {"top_a": 2, "top_b": 3, "every": 0}
+    mixed = [Request(ctx, "every"), Request(ctx, "every"), Request(ctx, "top_a"), Request(ctx, "top_b")]
     rows_seen.clear()
     hook = engine.base.model.model.layers[0].register_forward_hook(lambda m, a, out: rows_seen.append(out.shape))
-    sampled = engine.generate([Request(ctx, "every")] * 3, max_new_tokens=8, temperature=0)
+    shared = engine.generate(mixed, max_new_tokens=8)
     hook.remove()
-    assert rows_seen[0][0] == 1 and len({tuple(r.token_ids) for r in sampled}) == 1
+    assert rows_seen[0][0] == 2  # "every" once, and the trunk of top_a and top_b once
+    monkeypatch.setattr(engine, "_shared_prefill", lambda *a: None)
+    plain = engine.generate(mixed, max_new_tokens=8)
+    assert [s.token_ids for s in shared] == [p.token_ids for p in plain]
