@@ -11,6 +11,7 @@ are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -307,6 +308,37 @@ class Engine:
                 token_ids=ids[:n], token_logprobs=chosen[i, :n].tolist(), prompt_tokens=prompt_lens[i],
                 finished=finished, seconds=seconds))
         return results
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[Request], continuations: Sequence[str]) -> list[list[float]]:
+        """The log-prob of each token of each continuation, end-of-turn included, as the reply to its request,
+        each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice)."""
+        if len(requests) != len(continuations):
+            raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
+        for r in requests:
+            if r.adapter is not None:
+                self._require_adapter(r.adapter)
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        prompts = [encode(self._render(i, r)) for i, r in enumerate(requests)]
+        replies = [encode(c) + [self.tokenizer.eos_token_id] for c in continuations]
+        rows = [p + c for p, c in zip(prompts, replies)]
+        width = max(map(len, rows), default=0)
+        if width > self.base.max_positions:
+            raise PromptTooLongError(f"a prompt with its continuation has {width} tokens, more than the model's "
+                                     f"context of {self.base.max_positions}")
+        # right padding: a causal model never looks ahead, so the padding changes nothing before it
+        ids = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        routing = (self.model._enable_peft_forward_hooks(adapter_names=[r.adapter or BASE for r in requests])
+                   if self._adapters else contextlib.nullcontext())
+        with routing:
+            hidden = self.base.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        head = self.base.model.get_output_embeddings()
+        out = []
+        for i, (p, c) in enumerate(zip(prompts, replies)):
+            logp = head(hidden[i, len(p) - 1:len(p) + len(c) - 1]).float().log_softmax(-1)  # only where needed
+            out.append(logp.gather(-1, torch.tensor(c)[:, None]).squeeze(-1).tolist())
+        return out
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone, as this model counts them (for packing contexts into a budget)."""

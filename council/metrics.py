@@ -1,4 +1,5 @@
-"""Answer scoring, pure functions: SQuAD-style normalisation, exact match, token F1, abstention detection.
+"""Answer scoring, pure functions: SQuAD-style normalisation, exact match, token F1, abstention detection,
+and selective prediction (risk-coverage, AURC, calibration error).
 
 Shared by specialist evaluation, the aggregator and the benchmarks, so that "the same answer" and
 "an abstention" mean one thing everywhere.
@@ -61,3 +62,54 @@ def abstain_f1(predicted_abstain: Sequence[bool], unanswerable: Sequence[bool]) 
     fp = sum(p and not u for p, u in zip(predicted_abstain, unanswerable))
     fn = sum(u and not p for p, u in zip(predicted_abstain, unanswerable))
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+# ------------------------------------------------------------------------------------ selective prediction
+
+
+def risk_coverage(scores: Sequence[float], errors: Sequence[bool]) -> tuple[list[float], list[float]]:
+    """The risk-coverage curve: answer the questions in order of falling score; at each coverage i/n, the
+    risk is the share of errors among the i answered. Ties in score are taken together (their order is
+    arbitrary, so no point is drawn between them)."""
+    if len(scores) != len(errors):
+        raise ValueError(f"{len(scores)} scores but {len(errors)} error flags")
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    coverage, risk, wrong = [], [], 0
+    for rank, i in enumerate(order, 1):
+        wrong += bool(errors[i])
+        if rank == len(order) or scores[order[rank]] != scores[i]:
+            coverage.append(rank / len(order))
+            risk.append(wrong / rank)
+    return coverage, risk
+
+
+def aurc(scores: Sequence[float], errors: Sequence[bool]) -> float:
+    """Area under the risk-coverage curve (0-1, lower is better): the mean selective risk over every coverage
+    1/n .. n/n, with tied scores sharing their group's risk. A perfect ranking of e errors in n gives about
+    its minimum; a random one gives about the error rate."""
+    coverage, risk = risk_coverage(scores, errors)
+    if not coverage:
+        return 0.0
+    n, area, last = len(scores), 0.0, 0
+    for c, r in zip(coverage, risk):
+        k = round(c * n)
+        area += r * (k - last)
+        last = k
+    return area / n
+
+
+def calibration_error(confidences: Sequence[float], correct: Sequence[bool], *, bins: int = 10) -> float:
+    """Expected calibration error (0-1): over equal-width confidence bins, the gap between mean confidence and
+    accuracy, weighted by the bin's share of the predictions."""
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} correctness flags")
+    if not confidences:
+        return 0.0
+    total = 0.0
+    for b in range(bins):
+        idx = [i for i, c in enumerate(confidences)
+               if b / bins <= c < (b + 1) / bins or (b == bins - 1 and c == 1.0)]
+        if idx:
+            gap = sum(confidences[i] for i in idx) / len(idx) - sum(bool(correct[i]) for i in idx) / len(idx)
+            total += abs(gap) * len(idx)
+    return total / len(confidences)

@@ -195,3 +195,18 @@ def test_shared_trunk_prefill_equals_the_plain_path(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "_shared_prefill", lambda *a: None)
     plain = engine.generate(mixed, max_new_tokens=8)
     assert [s.token_ids for s in shared] == [p.token_ids for p in plain]
+
+
+def test_loglikelihood_matches_generation_and_batches_by_adapter(engine):
+    request = Request(rag_messages(PROMPTS[1], [PROMPTS[0]]), "science")
+    generated = engine.generate([request], max_new_tokens=4)[0]
+    first = engine.tokenizer.decode(generated.token_ids[:1])
+    alone = engine.loglikelihood([request], [first])[0]
+    assert len(alone) == 2  # the token and the end of the turn
+    assert alone[0] == pytest.approx(generated.token_logprobs[0], abs=1e-4)
+    mixed = engine.loglikelihood([Request(request.messages, a) for a in (None, "science", "law")] + [request],
+                                 [first, first, first, "a much longer option"])
+    assert mixed[1] == pytest.approx(alone, abs=1e-4) and len(mixed[3]) > 2
+    assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)  # the adapter changes the likelihood
+    with pytest.raises(AdapterError, match="unknown adapter"):
+        engine.loglikelihood([Request(request.messages, "nope")], ["x"])

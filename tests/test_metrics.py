@@ -1,0 +1,34 @@
+import pytest
+
+from council.metrics import (abstain_f1, aurc, calibration_error, exact_match, is_abstention, normalize_answer,
+                             risk_coverage, token_f1)
+
+
+def test_squad_normalisation_and_scores():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffel tower"
+    assert exact_match("the Normans", ["Normans"]) == 1.0
+    assert token_f1("in 1066 by William", ["1066"]) == pytest.approx(0.4)
+    assert is_abstention("I don't know.") and not is_abstention("1066")
+    assert abstain_f1([True, False, True], [True, True, False]) == pytest.approx(0.5)
+
+
+def test_risk_coverage_orders_by_score_and_groups_ties():
+    coverage, risk = risk_coverage([0.9, 0.1, 0.5, 0.5], [False, True, False, True])
+    assert coverage == [0.25, 0.75, 1.0]  # the two 0.5 scores enter together
+    assert risk == pytest.approx([0.0, 1 / 3, 0.5])
+
+
+def test_aurc_rewards_ranking_errors_last():
+    errors = [False, False, True, True]
+    good, bad = aurc([4, 3, 2, 1], errors), aurc([1, 2, 3, 4], errors)
+    assert good == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
+    assert bad == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4)
+    assert aurc([1, 1, 1, 1], errors) == pytest.approx(0.5)  # no ranking at all: the error rate
+    with pytest.raises(ValueError, match="scores but"):
+        aurc([1.0], [])
+
+
+def test_calibration_error():
+    assert calibration_error([1.0, 1.0, 0.0, 0.0], [True, True, False, False]) == 0.0
+    assert calibration_error([0.9] * 10, [True] * 5 + [False] * 5) == pytest.approx(0.4)
+    assert calibration_error([], []) == 0.0
