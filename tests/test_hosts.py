@@ -202,14 +202,35 @@ def test_a_killed_host_restarts_and_reloads_its_adapters(ray_council):
 
 
 @pytest.mark.ray
-def test_a_dead_host_is_named_and_the_quorum_answers(ray_council):
+def test_a_host_killed_during_a_question_is_named_and_the_quorum_answers(ray_council, monkeypatch):
+    import threading
+
     import ray
 
-    ray.kill(ray_council.host.hosts["host1"], no_restart=True)
-    v = ray_council.ask(QUESTION)
+    group = ray_council.host
+    host1 = group.hosts["host1"]
+    # keep host1 busy, so the question's call waits in its queue when the host dies
+    long = Request.from_prompt("Tell me everything about the Normans.", "law")
+    busy = [host1.generate.remote([long] * 32, max_new_tokens=200) for _ in range(4)]
+    waiting, real_wait = threading.Event(), ray.wait
+
+    def wait(*a, **kw):  # the council has sent the question to both hosts and waits for their answers
+        waiting.set()
+        return real_wait(*a, **kw)
+
+    monkeypatch.setattr(ray, "wait", wait)
+    verdicts = []
+    asking = threading.Thread(target=lambda: verdicts.append(ray_council.ask(QUESTION)))
+    asking.start()
+    assert waiting.wait(timeout=60)
+    ray.kill(host1, no_restart=True)
+    asking.join(timeout=60)
+    v = verdicts[0]
     assert v.missing == ["law"]
     (dead,) = [x for x in v.votes if x.error]
     assert dead.specialist == "law" and dead.error.startswith("host host1 died")
     assert sorted(x.specialist for x in v.votes if not x.error) == ["history", "science"]
     assert v.reason != "no_votes"  # aggregated from the two that answered
-    assert isinstance(ray_council.host.health()["host1"], HostFailure)
+    assert isinstance(group.health()["host1"], HostFailure)
+    with pytest.raises(ray.exceptions.RayActorError):  # the calls queued before it died died with it
+        ray.get(busy[-1])
