@@ -16,3 +16,28 @@ def test_performance_quick_writes_its_ratios(tmp_path):
     assert figures["batched_ratio"] == engine["batched_ratio"] == pytest.approx(engine["batched_s"] / engine["single_s"], rel=0.01)
     assert figures["sequential_ratio"] > 1.5  # three calls cost clearly more than one
     assert all(n > 0 for n in engine["new_tokens"])
+    council = figures["council"]["k"]
+    assert set(council) == {"1", "2", "3"} and council["3"]["batched_s"] > 0
+    # the shared trunk prefills the ~600-token context once below the adapted layers
+    assert council["3"]["batched_s"] < council["3"]["batched_no_trunk_s"]
+    assert figures["memory"]["rss_mb"]["4"] > 0 and figures["throughput"]["questions_per_s"] > 0
+    assert figures["first_answer"]["warm_start_s"] > figures["first_answer"]["loaded_ask_s"] > 0
+
+
+@pytest.mark.slow
+def test_hallucination_quick_scores_every_system(tmp_path):
+    from benchmarks.hallucination import main
+
+    out = tmp_path / "h.json"
+    assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    for system in ("best_single_rag", "self_consistency", "council_k3"):
+        m = figures["systems"][system]
+        assert 0 <= m["f1"] <= 100 and 0 <= m["aurc"] <= 1 and 0 <= m["hallucination_rate_unanswerable"] <= 1
+    assert (tmp_path / "risk_coverage.png").stat().st_size > 1000
+    assert set(figures["suites"]) == {"squad", "truthfulqa"}
+    # every ballot was kept: a second run answers nothing again and scores the same
+    lines = (tmp_path / "ballots-quick.jsonl").read_text().splitlines()
+    assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
+    assert (tmp_path / "ballots-quick.jsonl").read_text().splitlines() == lines
+    assert json.loads(out.read_text())["systems"] == figures["systems"]
