@@ -64,7 +64,7 @@ STRATEGIES = ("grounded", "majority", "weighted")
 KS = (1, 3, 5)
 SAMPLES, TEMPERATURE = 5, 0.7
 CORRECT_F1 = 0.5
-FULL = {"squad": 150, "validation": 80, "fiction": 60, "pubmedqa": 50, "truthfulqa": 50}
+FULL = {"squad": 100, "validation": 60, "fiction": 40, "pubmedqa": 40, "truthfulqa": 40}
 QUICK = {"squad": 4, "validation": 4, "fiction": 4, "pubmedqa": 2, "truthfulqa": 2}
 GOALS = "council_k3 halves best_single_rag's unanswerable hallucination, F1 at most 5 lower, AURC under SC"
 
@@ -105,7 +105,14 @@ def squad_items(path: Path, split: str | None, n: int, seed: int = 0) -> list[It
                     continue
                 golds = () if q.get("is_impossible") else tuple(dict.fromkeys(a["text"] for a in q["answers"]))
                 items.append(Item(q["id"], "squad", q["question"].strip(), golds))
-    return random.Random(seed).sample(items, min(n, len(items)))
+    return _first(items, n, seed)
+
+
+def _first(items: list, n: int, seed: int = 0) -> list:
+    """n items in a seeded shuffled order whose prefixes are stable: a larger n extends a smaller one's."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:n]
 
 
 def fiction_items(n: int) -> tuple[list[Item], list]:
@@ -119,9 +126,7 @@ def fiction_items(n: int) -> tuple[list[Item], list]:
     items = [Item(q.id, "fiction", q.question, q.answers, kind=kind)
              for d in domains for kind in kinds for q in d.questions(kind)]
     per_kind = max(1, n // len(kinds))
-    rng = random.Random(0)
-    chosen = [i for kind in kinds for i in rng.sample([i for i in items if i.kind == kind],
-                                                        min(per_kind, sum(i.kind == kind for i in items)))]
+    chosen = [i for kind in kinds for i in _first([i for i in items if i.kind == kind], per_kind)]
     return chosen, [doc for d in domains for doc in d.documents]
 
 
@@ -136,7 +141,7 @@ def pubmedqa_items(n: int) -> list[Item]:
         words = " ".join(contexts).split()[:250]
         items.append(Item(pmid, "pubmedqa", row["QUESTION"], (label,), kind="yes_no_maybe",
                           context=(" ".join(words),), options=("yes", "no", "maybe")))
-    return random.Random(0).sample(items, min(n, len(items)))
+    return _first(items, n)
 
 
 def truthfulqa_items(n: int) -> list[Item]:
@@ -151,7 +156,7 @@ def truthfulqa_items(n: int) -> list[Item]:
         rng.shuffle(options)
         items.append(Item(f"truthfulqa-{i}", "truthfulqa", row["Question"], (row["Best Answer"].strip(),),
                           kind=row["Category"], context=(), options=tuple(options)))
-    return rng.sample(items, min(n, len(items)))
+    return _first(items, n)
 
 
 # ---------------------------------------------------------------------------------------------- ballots
@@ -411,8 +416,8 @@ def main(argv=None) -> int:
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--squad", type=Path, default=SHARED_SQUAD,
                         help="a SQuAD 2.0 file; articles other than the shared ones are routed and indexed as unseen")
-    parser.add_argument("--limit", type=int, help="questions per suite (default: 150 SQuAD, 80 validation, "
-                                                  "60 fiction, 50 others)")
+    parser.add_argument("--limit", type=int, help="questions per suite (default: 100 SQuAD, 60 validation, "
+                                                  "40 each of the others)")
     parser.add_argument("--json", type=Path, help="write every system's metrics here")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "hallucination",
                         help="folder for the kept generations (ballots.jsonl), the table and the plot")

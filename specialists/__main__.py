@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -45,6 +46,29 @@ def _build(args) -> int:
         print(f"{name}: answerable F1 {e['answerable_f1']} (base {e['base']['answerable_f1']}), abstain F1 "
               f"{e.get('abstain_f1')} (base {e['base'].get('abstain_f1')}), "
               f"built in {card.training['build_seconds']:.0f} s", flush=True)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from council import base_model
+    from council.engine import Engine
+    from specialists.catalog import CATALOG_DIR, RECIPES, get, held_out, load_catalog
+    from specialists.evaluate import evaluate
+
+    specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
+    examples = held_out(RECIPES[specialist.name], tuple(args.splits))
+    engine = Engine(base_model.load(specialist.card.base_model["name"]), threads=args.threads)
+    engine.load_adapter(specialist.name, specialist.path, base_fingerprint=specialist.card.base_model.get("fingerprint"))
+    scores = {**evaluate(engine, specialist.name, examples), "splits": args.splits}
+    scores.pop("samples")
+    b = scores["base"]
+    print(f"{specialist.name} on {'+'.join(args.splits)} ({scores['n']} questions, {scores['n_answerable']} "
+          f"answerable): answerable F1 {scores['answerable_f1']} (base {b['answerable_f1']}), abstain F1 "
+          f"{scores.get('abstain_f1')} (base {b.get('abstain_f1')})")
+    if args.write:
+        card = specialist.card
+        replace(card, eval={**card.eval, "held_out": scores}).save(specialist.path)
+        print(f"wrote eval.held_out into {specialist.path / 'specialist.json'}")
     return 0
 
 
@@ -91,11 +115,22 @@ def main(argv=None) -> int:
     b.add_argument("--eval-limit", type=int, default=80, help="held-out test questions per SQuAD domain")
     b.add_argument("--force", action="store_true", help="rebuild specialists already built")
     b.set_defaults(func=_build)
+    e = sub.add_parser("evaluate", help="score a catalog SQuAD specialist against the base model on held-out splits")
+    e.add_argument("name", help="the specialist")
+    e.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["validation", "test"])
+    e.add_argument("--root", help="catalog folder")
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--write", action="store_true", help="store the scores as eval.held_out in the card")
+    e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")
     ls.add_argument("--root", help="catalog folder")
     ls.set_defaults(func=_list)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError) as e:  # unknown specialists, bad data or config: the message says which
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

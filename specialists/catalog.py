@@ -124,7 +124,7 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     if recipe.source == "squad":
         train = _rebalance(squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3),
                            recipe.unanswerable_share)
-        test = squad_examples(squad_file, titles=list(recipe.titles), split="test")  # full paragraphs
+        test = held_out(recipe, ("test",), squad_file=squad_file)
         test = random.Random(0).sample(test, min(eval_limit, len(test)))
         sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
                     "context_window_sentences": 3, "unanswerable_share": round(recipe.unanswerable_share, 3)}]
@@ -139,6 +139,15 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     test += [e for e in unanswerable if e.split != "train"]
     sources = [{"path": f"synthetic:{domain.name}", "seed": recipe.seed, "augmented": recipe.augmented}]
     return train, test, sources
+
+
+def held_out(recipe: Recipe, splits=("validation", "test"), *, squad_file: Path = SQUAD_FILE):
+    """A SQuAD recipe's questions of the held-out `splits`, with their full paragraphs as the context."""
+    from specialists.data import squad_examples
+
+    if recipe.source != "squad":
+        raise ValueError(f"{recipe.name} is a {recipe.source} specialist: held-out splits exist for SQuAD ones")
+    return [e for split in splits for e in squad_examples(squad_file, titles=list(recipe.titles), split=split)]
 
 
 def _rebalance(examples, share: float, seed: int = 0):
