@@ -233,7 +233,8 @@ def council_sections(args) -> dict:
     with Council(config) as council:
         group = None
         if not args.no_ray and not args.quick:
-            group = HostGroup.start(council.host.specs[council.host.names[0]], HostsConfig(mode="ray", num_cpus=args.threads))
+            spec = council.host.specs[council.host.names[0]]
+            group = HostGroup.start(spec, HostsConfig(mode="ray", num_cpus=args.threads))
         try:
             out["council"] = council_latency(council, max_k=max_k, tokens=tokens, repeats=repeats, ray_group=group)
         finally:

@@ -58,7 +58,8 @@ def _evaluate(args) -> int:
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
     examples = held_out(RECIPES[specialist.name], tuple(args.splits))
     engine = Engine(base_model.load(specialist.card.base_model["name"]), threads=args.threads)
-    engine.load_adapter(specialist.name, specialist.path, base_fingerprint=specialist.card.base_model.get("fingerprint"))
+    engine.load_adapter(specialist.name, specialist.path,
+                        base_fingerprint=specialist.card.base_model.get("fingerprint"))
     scores = {**evaluate(engine, specialist.name, examples), "splits": args.splits}
     scores.pop("samples")
     b = scores["base"]

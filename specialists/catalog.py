@@ -99,7 +99,8 @@ _DESCRIPTIONS = {
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
 }
 RECIPES: dict[str, Recipe] = {
-    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN) for d, t in SQUAD_DOMAINS.items()},
+    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN)
+       for d, t in SQUAD_DOMAINS.items()},
     "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
                                 "The fictional land of Veltharan: its cities, companies, founders and trade.",
                                 "synthetic", seed=0, train=_SYNTH_TRAIN),

@@ -41,3 +41,23 @@ def test_hallucination_quick_scores_every_system(tmp_path):
     assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
     assert (tmp_path / "ballots-quick.jsonl").read_text().splitlines() == lines
     assert json.loads(out.read_text())["systems"] == figures["systems"]
+
+
+def test_halueval_becomes_squad_with_unanswerable_questions_whose_passage_is_gone(tmp_path):
+    from benchmarks.halueval_squad import DATASETS, convert
+
+    squad = convert(DATASETS / "halueval_qa" / "qa_one-turn_data.json", unanswerable_every=2)
+    paragraphs = [p for a in squad["data"] for p in a["paragraphs"]]
+    qas = [q for p in paragraphs for q in p["qas"]]
+    answerable = [q for q in qas if not q["is_impossible"]]
+    assert len(answerable) == len(squad["data"]) and len(qas) - len(answerable) >= len(answerable) - 1
+    for p in paragraphs:
+        for q in p["qas"]:
+            if not q["is_impossible"]:
+                a = q["answers"][0]
+                assert p["context"][a["answer_start"]:].startswith(a["text"])
+    from specialists.data import squad_examples
+
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(squad))
+    assert len(squad_examples(path)) == len(qas)  # the project's own SQuAD reader accepts it
