@@ -164,7 +164,7 @@ def truthfulqa_items(n: int) -> list[Item]:
 # passages, each voter's greedy answer with its mean log-prob, and samples of the best specialist.
 
 
-def greedy_ballot(item: Item, council, voters: list[str], max_new_tokens: int) -> dict:
+def greedy_ballot(item: Item, council, voters: Sequence[str], max_new_tokens: int) -> dict:
     from council.engine import Request
 
     route = council.router.route(item.question)
@@ -248,16 +248,14 @@ def from_aggregate(agg) -> Outcome:
     return Outcome(None, agg.confidence, top.answer if top else None, support(top) if top else 0.0)
 
 
-def council_votes(ballot: dict, k: int, voters: list[str]) -> list[Vote]:
+def council_votes(ballot: dict, k: int, voters: dict[str, float]) -> list[Vote]:
+    """The votes of the k specialists the router scores highest; `voters` maps each to its card's reliability."""
     ranked = sorted(voters, key=lambda v: -ballot["route"].get(v, -1.0))[:k]
     return [Vote(v, ballot["rows"][v][0], route_score=max(ballot["route"].get(v, 0.0), 0.0),
-                 reliability=RELIABILITY.get(v, 1.0), mean_logprob=ballot["rows"][v][1]) for v in ranked]
+                 reliability=voters[v], mean_logprob=ballot["rows"][v][1]) for v in ranked]
 
 
-RELIABILITY: dict[str, float] = {}  # filled from the specialists' cards
-
-
-def council_outcome(ballot: dict, k: int, voters: list[str], config: AggregatorConfig) -> Outcome:
+def council_outcome(ballot: dict, k: int, voters: dict[str, float], config: AggregatorConfig) -> Outcome:
     passages = None if ballot["options"] else ballot["passages"]
     return from_aggregate(aggregate(council_votes(ballot, k, voters), passages=passages, config=config))
 
@@ -310,7 +308,7 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def systems(ballots: list[dict], voters: list[str], best: str, fitted: dict[str, AggregatorConfig]) -> dict:
+def systems(ballots: list[dict], voters: dict[str, float], best: str, fitted: dict[str, AggregatorConfig]) -> dict:
     """Every system's outcomes on a suite's ballots."""
     first = ballots[0]["rows"]
     out = {name: [single(*b["rows"][name][:2]) for b in ballots]
@@ -330,7 +328,7 @@ def systems(ballots: list[dict], voters: list[str], best: str, fitted: dict[str,
     return out
 
 
-def fit(ballots: list[dict], voters: list[str]) -> dict[str, AggregatorConfig]:
+def fit(ballots: list[dict], voters: dict[str, float]) -> dict[str, AggregatorConfig]:
     """Thresholds of every council (k, strategy), fitted on validation ballots."""
     fitted = {}
     for k in KS:
@@ -344,7 +342,7 @@ def fit(ballots: list[dict], voters: list[str]) -> dict[str, AggregatorConfig]:
 # ------------------------------------------------------------------------------------------------- runs
 
 
-def collect(items: list[Item], council, voters: list[str], store: Path, *, max_new_tokens: int, seed: int,
+def collect(items: list[Item], council, voters: Sequence[str], store: Path, *, max_new_tokens: int, seed: int,
             label: str) -> list[dict]:
     """Ballots of every item, from `store` when already there; samples of the suite's best specialist."""
     from tqdm.auto import tqdm
@@ -372,7 +370,7 @@ def collect(items: list[Item], council, voters: list[str], store: Path, *, max_n
     return ballots
 
 
-def best_single(ballots: list[dict], voters: list[str]) -> str:
+def best_single(ballots: list[dict], voters: Sequence[str]) -> str:
     return max(voters, key=lambda v: (metrics([single(*b["rows"][v][:2]) for b in ballots], ballots)["f1"] or 0,
                                       v))
 
@@ -439,8 +437,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     config = CouncilConfig(threads=args.threads, context_tokens=640)
     council = Council(config)
-    voters = list(council.specialists)
-    RELIABILITY.update({n: s.card.reliability for n, s in council.specialists.items()})
+    voters = {n: s.card.reliability for n, s in council.specialists.items()}
     mnt = config.max_new_tokens
 
     def with_store(store):
@@ -451,7 +448,7 @@ def main(argv=None) -> int:
                          store_file, max_new_tokens=mnt, seed=args.seed, label="validation")
     fitted = fit(validation, voters)
     results = {"suites": {}, "curves": {}, "fitted": {k: c.to_dict() for k, c in fitted.items()},
-               "voters": voters, "quick": args.quick, "squad_file": str(args.squad), "goals": GOALS}
+               "voters": list(voters), "quick": args.quick, "squad_file": str(args.squad), "goals": GOALS}
     for suite in args.suites:
         target = council
         if suite == "squad":

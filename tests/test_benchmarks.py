@@ -61,3 +61,28 @@ def test_halueval_becomes_squad_with_unanswerable_questions_whose_passage_is_gon
     path = tmp_path / "h.json"
     path.write_text(json.dumps(squad))
     assert len(squad_examples(path)) == len(qas)  # the project's own SQuAD reader accepts it
+
+
+def _ballot(golds, answers, passages=("The Normans conquered England in 1066.",)):
+    rows = {"base_closed_book": ["In 1070.", -0.2], "base_rag": ["1066", -0.1]}
+    rows.update({name: [text, -0.1] for name, text in answers.items()})
+    return {"id": str(len(answers)), "suite": "squad", "kind": "squad", "golds": list(golds), "options": [],
+            "route": {name: 1.0 - 0.1 * i for i, name in enumerate(answers)}, "passages": list(passages),
+            "rows": rows, "samples": [[text, -0.1] for text in answers.values()], "samples_of": "a"}
+
+
+def test_hallucination_systems_and_metrics_on_hand_made_ballots():
+    from benchmarks.hallucination import metrics, systems
+
+    voters = {"a": 1.0, "b": 1.0, "c": 1.0}
+    ballots = [_ballot(["1066"], {"a": "1066", "b": "in 1066", "c": "1066"}),  # all agree, grounded
+               _ballot([], {"a": "1067", "b": "William", "c": "I don't know."})]  # unanswerable, split
+    out = systems(ballots, voters, "a", fitted={})
+    council = out["council_k3"]
+    assert council[0].answer in ("1066", "in 1066") and council[1].answer is None
+    scored = metrics(council, ballots)
+    assert scored["f1"] == 100.0 and scored["hallucination_rate_unanswerable"] == 0.0
+    assert scored["abstention_rate"] == 0.5 and scored["selective_accuracy"] == 1.0
+    single = metrics(out["best_single_rag"], ballots)  # "a" answers the unanswerable one: a hallucination
+    assert single["hallucination_rate_unanswerable"] == 1.0 and single["selective_accuracy"] == 0.5
+    assert metrics(out["base_closed_book"], ballots)["hallucination_rate_answerable"] == 1.0
