@@ -4,6 +4,10 @@ Every request of a `generate` call runs in ONE batched generation (peft's mixed-
 passes through its own adapter, `"__base__"` rows through none), so k specialists cost one generate call,
 not k. Rows are left-padded, greedy unless a temperature is given, and stop at the end of their turn.
 
+The shared trunk: the council asks k specialists one prompt, and the catalog's SQuAD specialists adapt only
+the top 10 of 30 layers, so the prompt's prefill runs once through the layers no adapter of the batch changes
+and k times only above them (`_shared_prefill`); with a 600-token context, prefill is most of the cost.
+
 Optional int8 weights: decoding streams every weight once per token, and this CPU's fp32 matrix routines
 are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Linear layers cuts both
 (decode 75 -> ~50 ms a token, and 3 rows cost about what 1 does). The LoRA weights stay fp32.
