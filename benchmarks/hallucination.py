@@ -435,7 +435,7 @@ def main(argv=None) -> int:
     from council.retrieval import Document, DocumentStore
 
     t0 = time.perf_counter()
-    config = CouncilConfig(threads=args.threads, context_tokens=640)
+    config = CouncilConfig(threads=args.threads)
     council = Council(config)
     voters = {n: s.card.reliability for n, s in council.specialists.items()}
     mnt = config.max_new_tokens
