@@ -3,7 +3,7 @@
     engines     one request against 3 adapters asked one after another (3 generate calls) and in one
                 mixed-adapter batch, closed book, for fp16, int8 and fp32 base weights (random r=8 q/v adapters).
                 `batched_ratio` = batched / one request, `sequential_ratio` = 3 in a row / one request.
-    council     the real council prompt (a question and its ~640-token shared context) answered by the catalog's
+    council     the real council prompt (a question and its shared context, ~280 tokens by default) answered by the catalog's
                 SQuAD specialists, k = 1..5: in a row, batched, batched without the shared-trunk prefill, and
                 batched through a Ray host actor; each as a ratio to one specialist alone.
     throughput  questions per second of `Council.ask_many` on a batch of questions (k = 3).

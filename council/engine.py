@@ -6,7 +6,7 @@ not k. Rows are left-padded, greedy unless a temperature is given, and stop at t
 
 The shared trunk: the council asks k specialists one prompt, and the catalog's SQuAD specialists adapt only
 the top 10 of 30 layers, so the prompt's prefill runs once through the layers no adapter of the batch changes
-and k times only above them (`_shared_prefill`); with a 600-token context, prefill is most of the cost.
+and k times only above them (`_shared_prefill`): with a long shared context, prefill is most of the cost.
 
 Optional int8 weights: decoding streams every weight once per token, and this CPU's fp32 matrix routines
 are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Linear layers cuts both
