@@ -15,7 +15,8 @@ specialists never saw, indexed into a store of their own), `fiction` (the catalo
 reversal, two-hop and unanswerable questions over a store of their documents), `pubmedqa` (yes/no/maybe, the
 abstract as context) and `truthfulqa` (multiple choice, closed book); in the last two an answer is the option
 of highest mean token log-prob, end of turn included. The council's thresholds are fitted per strategy and k
-on the shared SQuAD VALIDATION split (`fit_thresholds`, penalty 1), never on what it is scored on.
+on the shared SQuAD VALIDATION split (`fit_thresholds`, `--penalty`, 1 by default), never on what it is scored
+on.
 
 Metrics, per system and suite: `em`, `f1` (0-100, answerable questions, an abstention scores 0; accuracy for
 the option suites); `hallucination_rate_unanswerable` (share of unanswerable questions given an answer) and
@@ -328,14 +329,16 @@ def systems(ballots: list[dict], voters: dict[str, float], best: str, fitted: di
     return out
 
 
-def fit(ballots: list[dict], voters: dict[str, float]) -> dict[str, AggregatorConfig]:
-    """Thresholds of every council (k, strategy), fitted on validation ballots."""
+def fit(ballots: list[dict], voters: dict[str, float], penalty: float = 1.0) -> dict[str, AggregatorConfig]:
+    """Thresholds of every council (k, strategy), fitted on validation ballots (objective: mean F1 minus
+    `penalty` times the hallucination rate)."""
     fitted = {}
     for k in KS:
         for strategy in STRATEGIES:
             examples = [LabeledExample(council_votes(b, k, voters), b["passages"], b["golds"], bool(b["golds"]))
                         for b in ballots]
-            fitted[f"council_k{k}_{strategy}"] = fit_thresholds(examples, config=AggregatorConfig(strategy=strategy))
+            fitted[f"council_k{k}_{strategy}"] = fit_thresholds(examples, config=AggregatorConfig(strategy=strategy),
+                                                                penalty=penalty)
     return fitted
 
 
@@ -419,6 +422,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every system's metrics here")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "hallucination",
                         help="folder for the kept generations (ballots.jsonl), the table and the plot")
+    parser.add_argument("--penalty", type=float, default=1.0,
+                        help="cost of a hallucination in F1 points (0-1 scale) when fitting the thresholds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -446,9 +451,10 @@ def main(argv=None) -> int:
 
     validation = collect(squad_items(SHARED_SQUAD, "validation", sizes["validation"]), council, voters,
                          store_file, max_new_tokens=mnt, seed=args.seed, label="validation")
-    fitted = fit(validation, voters)
+    fitted = fit(validation, voters, args.penalty)
     results = {"suites": {}, "curves": {}, "fitted": {k: c.to_dict() for k, c in fitted.items()},
-               "voters": list(voters), "quick": args.quick, "squad_file": str(args.squad), "goals": GOALS}
+               "voters": list(voters), "penalty": args.penalty, "quick": args.quick, "squad_file": str(args.squad),
+               "goals": GOALS}
     for suite in args.suites:
         target = council
         if suite == "squad":
