@@ -66,7 +66,7 @@ KS = (1, 3, 5)
 SAMPLES, TEMPERATURE = 5, 0.7
 CORRECT_F1 = 0.5
 FULL = {"squad": 100, "validation": 60, "fiction": 40, "pubmedqa": 40, "truthfulqa": 40}
-QUICK = {"squad": 4, "validation": 4, "fiction": 4, "pubmedqa": 2, "truthfulqa": 2}
+QUICK = {"squad": 6, "validation": 4, "fiction": 4, "pubmedqa": 2, "truthfulqa": 2}
 GOALS = "council_k3 halves best_single_rag's unanswerable hallucination, F1 at most 5 lower, AURC under SC"
 
 

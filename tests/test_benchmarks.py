@@ -31,6 +31,7 @@ def test_hallucination_quick_scores_every_system(tmp_path):
     out = tmp_path / "h.json"
     assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
+    assert figures["suites"]["squad"]["n_unanswerable"] >= 1  # the quick SQuAD questions include one
     for system in ("best_single_rag", "self_consistency", "council_k3"):
         m = figures["systems"][system]
         assert 0 <= m["f1"] <= 100 and 0 <= m["aurc"] <= 1 and 0 <= m["hallucination_rate_unanswerable"] <= 1
