@@ -173,7 +173,7 @@ def greedy_ballot(item: Item, council, voters: Sequence[str], max_new_tokens: in
     engine = council.host.hosts[council.host.names[0]].engine
     ballot = {"id": item.id, "suite": item.suite, "kind": item.kind, "golds": list(item.golds),
               "options": list(item.options), "route": route.scores, "passages": passages}
-    rag = rag_messages(item.question, passages) if passages else closed_book_messages(item.question)
+    rag = _messages(item.question, passages)
     if item.options:
         requests = [Request(rag, v) for v in [None, *voters]]
         ballot["rows"] = dict(zip(["base_rag", *voters], _choose(engine, requests, item.options)))
@@ -184,6 +184,11 @@ def greedy_ballot(item: Item, council, voters: Sequence[str], max_new_tokens: in
     ballot["rows"] = {name: [g.text, g.mean_logprob]
                       for name, g in zip(["base_closed_book", "base_rag", *voters], out)}
     return ballot
+
+
+def _messages(question: str, passages: Sequence[str]):
+    """The RAG prompt, or the closed-book one when there is no context (TruthfulQA)."""
+    return rag_messages(question, passages) if passages else closed_book_messages(question)
 
 
 def _choose(engine, requests, options: Sequence[str]) -> list[list]:
@@ -203,8 +208,7 @@ def sample_ballot(ballot: dict, item: Item, council, best: str, max_new_tokens: 
     from council.engine import Request
 
     engine = council.host.hosts[council.host.names[0]].engine
-    passages = ballot["passages"]
-    rag = rag_messages(item.question, passages) if passages else closed_book_messages(item.question)
+    rag = _messages(item.question, ballot["passages"])
     if item.options:  # sample options from the specialist's own option distribution
         scores = ballot["rows"][best][2]
         rng = random.Random(f"{seed}:{item.id}")

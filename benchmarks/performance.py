@@ -3,17 +3,17 @@
     engines     one request against 3 adapters asked one after another (3 generate calls) and in one
                 mixed-adapter batch, closed book, for fp16, int8 and fp32 base weights (random r=8 q/v adapters).
                 `batched_ratio` = batched / one request, `sequential_ratio` = 3 in a row / one request.
-    council     the real council prompt (a question and its shared context, ~280 tokens by default) answered by the catalog's
-                SQuAD specialists, k = 1..5: in a row, batched, batched without the shared-trunk prefill, and
-                batched through a Ray host actor; each as a ratio to one specialist alone.
+    council     the real council prompt (a question and its shared context, ~300 tokens by default) answered by
+                the catalog's SQuAD specialists, k = 1..5: in a row, batched, batched without the shared-trunk
+                prefill, and batched through a Ray host actor; each as a ratio to one specialist alone.
     throughput  questions per second of `Council.ask_many` on a batch of questions (k = 3).
-    memory      resident memory of a fresh host process with 1, 4 and 16 adapters shaped like the catalog's
+    memory      peak resident memory of a fresh host process with 1, 4 and 16 adapters shaped like the catalog's
                 (r=8, attention and MLP of the top 10 layers), after one answer. Goal: 16 under 1.15x of 1.
     first answer  `council ask` in a new process with an empty cache (first run), with the cache filled (warm
                 start), and `ask` on a council already loaded.
 
     python benchmarks/performance.py --json benchmarks/results/performance.json
-    python benchmarks/performance.py --quick --json /tmp/perf.json      # CI smoke
+    python benchmarks/performance.py --quick --json perf-quick.json      # CI smoke
 
 Ratios are what matter: absolute times on a shared 2-core machine drift about 15 %.
 """
@@ -115,20 +115,19 @@ def throughput(council, n: int) -> dict:
 
 
 _MEMORY_PROBE = """
-import json, sys, pathlib
+import json, resource, sys, pathlib
 from council import base_model
 from council.engine import Engine, Request
 engine = Engine(base_model.load(sys.argv[1]), threads=1, quantize="fp16")
 for p in sorted(d for d in pathlib.Path(sys.argv[2]).iterdir() if d.is_dir())[:int(sys.argv[3])]:
     engine.load_adapter(p.name, p)
 engine.generate([Request.from_prompt("What is the capital of France?", engine.adapters[0])], max_new_tokens=8)
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(json.dumps({k: int(status[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM")}))
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))  # Linux: kB
 """
 
 
 def memory(model: str, counts: list[int]) -> dict:
-    """Resident memory (MB) of a fresh host process per adapter count, after one answer."""
+    """Peak resident memory (MB) of a fresh host process per adapter count, after one answer."""
     from peft import LoraConfig, get_peft_model
 
     from specialists.catalog import ATTENTION, MLP, TOP_LAYERS
@@ -146,9 +145,8 @@ def memory(model: str, counts: list[int]) -> dict:
             proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, model, tmp, str(n)], capture_output=True,
                                   text=True, check=True, cwd=Path(__file__).resolve().parents[1])
             out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
-    first = out[counts[0]]["VmRSS"]
-    return {"rss_mb": {n: m["VmRSS"] for n, m in out.items()}, "peak_mb": {n: m["VmHWM"] for n, m in out.items()},
-            "ratio_last_to_first": round(out[counts[-1]]["VmRSS"] / first, 3)}
+    return {"peak_mb": {n: m["peak_mb"] for n, m in out.items()},
+            "ratio_last_to_first": round(out[counts[-1]]["peak_mb"] / out[counts[0]]["peak_mb"], 3)}
 
 
 def first_answer(loaded_council, question: str, *, first_run: bool) -> dict:
@@ -212,7 +210,7 @@ def main(argv=None) -> int:
         print(f"| {k} | {r['sequential_ratio']}x | {r['batched_ratio']}x | {r['batched_no_trunk_ratio']}x | "
               f"{str(r.get('ray_batched_ratio', '-')) + 'x'} |")
     print(f"\nthroughput {results['throughput']['questions_per_s']} questions/s; memory (MB) "
-          f"{results['memory']['rss_mb']} -> {results['memory']['ratio_last_to_first']}x; first answer "
+          f"{results['memory']['peak_mb']} -> {results['memory']['ratio_last_to_first']}x; first answer "
           f"{results['first_answer']}")
     if args.json:
         write_json(args.json, results)

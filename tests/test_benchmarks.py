@@ -20,7 +20,7 @@ def test_performance_quick_writes_its_ratios(tmp_path):
     assert set(council) == {"1", "2", "3"} and council["3"]["batched_s"] > 0
     assert council["3"]["batched_s"] < council["3"]["sequential_s"]  # one call, not three
     assert council["3"]["batched_no_trunk_s"] > 0  # the trunk's own effect is tested in test_engine
-    assert figures["memory"]["rss_mb"]["4"] > 0 and figures["throughput"]["questions_per_s"] > 0
+    assert figures["memory"]["peak_mb"]["4"] > 0 and figures["throughput"]["questions_per_s"] > 0
     assert figures["first_answer"]["warm_start_s"] > figures["first_answer"]["loaded_ask_s"] > 0
 
 
