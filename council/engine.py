@@ -213,9 +213,8 @@ class Engine:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
         if temperature < 0:
             raise ValueError(f"temperature={temperature}: must be >= 0")
-        for r in requests:
-            if r.adapter is not None:
-                self._require_adapter(r.adapter)
+        for adapter in {r.adapter for r in requests} - {None}:
+            self._require_adapter(adapter)
         prompts = [self._render(i, r) for i, r in enumerate(requests)]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
@@ -319,9 +318,8 @@ class Engine:
         each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice)."""
         if len(requests) != len(continuations):
             raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
-        for r in requests:
-            if r.adapter is not None:
-                self._require_adapter(r.adapter)
+        for adapter in {r.adapter for r in requests} - {None}:
+            self._require_adapter(adapter)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompts = [encode(self._render(i, r)) for i, r in enumerate(requests)]
         replies = [encode(c) + [self.tokenizer.eos_token_id] for c in continuations]
