@@ -51,25 +51,28 @@ def _build(args) -> int:
 
 def _evaluate(args) -> int:
     from council import base_model
-    from council.engine import Engine
-    from specialists.catalog import CATALOG_DIR, RECIPES, get, held_out, load_catalog
-    from specialists.evaluate import evaluate
+    from specialists.catalog import CATALOG_DIR, RECIPES, evaluate_test, get, held_out, load_catalog, recipe_data
 
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
-    examples = held_out(RECIPES[specialist.name], tuple(args.splits))
-    engine = Engine(base_model.load(specialist.card.base_model["name"]), threads=args.threads)
-    engine.load_adapter(specialist.name, specialist.path,
-                        base_fingerprint=specialist.card.base_model.get("fingerprint"))
-    scores = {**evaluate(engine, specialist.name, examples), "splits": args.splits}
-    scores.pop("samples")
+    recipe, splits = RECIPES[specialist.name], tuple(args.splits)
+    # the test split alone is the card's own eval: the same questions `build-catalog` samples
+    examples = (recipe_data(recipe, eval_limit=args.eval_limit)[1] if splits == ("test",)
+                else held_out(recipe, splits))
+    base = base_model.load(specialist.card.base_model["name"])
+    scores = evaluate_test(recipe, specialist.path, base, examples, threads=args.threads,
+                           base_fingerprint=specialist.card.base_model.get("fingerprint"))
     b = scores["base"]
-    print(f"{specialist.name} on {'+'.join(args.splits)} ({scores['n']} questions, {scores['n_answerable']} "
+    print(f"{specialist.name} on {'+'.join(splits)} ({scores['n']} questions, {scores['n_answerable']} "
           f"answerable): answerable F1 {scores['answerable_f1']} (base {b['answerable_f1']}), abstain F1 "
           f"{scores.get('abstain_f1')} (base {b.get('abstain_f1')})")
     if args.write:
         card = specialist.card
-        replace(card, eval={**card.eval, "held_out": scores}).save(specialist.path)
-        print(f"wrote eval.held_out into {specialist.path / 'specialist.json'}")
+        if splits == ("test",):
+            new_eval = {**scores, **{k: v for k, v in card.eval.items() if k == "held_out"}}
+        else:
+            new_eval = {**card.eval, "held_out": {**scores, "splits": list(splits)}}
+        replace(card, eval=new_eval).save(specialist.path)
+        print(f"wrote {'eval' if splits == ('test',) else 'eval.held_out'} into {specialist.path / 'specialist.json'}")
     return 0
 
 
@@ -81,13 +84,15 @@ def _list(args) -> int:
     for s in load_catalog(args.root or CATALOG_DIR).values():
         e, b = s.card.eval, s.card.eval.get("base", {})
         minutes = s.card.training.get("result", {}).get("seconds", 0) / 60
-        print(f"| {s.name} | {e.get('split_size', '-')} | {e.get('answerable_f1', '-')} ({b.get('answerable_f1', '-')}) "
+        print(f"| {s.name} | {e.get('split_size', '-')} "
+              f"| {e.get('answerable_f1', '-')} ({b.get('answerable_f1', '-')}) "
               f"| {e.get('abstain_f1', '-')} ({b.get('abstain_f1', '-')}) | {minutes:.0f} min | {s.card.description} |")
     return 0
 
 
 def main(argv=None) -> int:
     from council.base_model import BUILTIN_MODEL
+    from specialists.catalog import EVAL_LIMIT
 
     parser = argparse.ArgumentParser(prog="python -m specialists", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,15 +118,17 @@ def main(argv=None) -> int:
     b.add_argument("--only", nargs="*", help="recipe names (default: all)")
     b.add_argument("--out", help="catalog folder (default: specialists/catalog)")
     b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--eval-limit", type=int, default=80, help="held-out test questions per SQuAD domain")
+    b.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="held-out test questions per SQuAD domain")
     b.add_argument("--force", action="store_true", help="rebuild specialists already built")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score a catalog SQuAD specialist against the base model on held-out splits")
     e.add_argument("name", help="the specialist")
-    e.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["validation", "test"])
+    e.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["test"],
+                   help="test alone (default) is the card's own eval; other splits are stored as eval.held_out")
     e.add_argument("--root", help="catalog folder")
     e.add_argument("--threads", type=int, default=None)
-    e.add_argument("--write", action="store_true", help="store the scores as eval.held_out in the card")
+    e.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="test questions sampled, as build-catalog")
+    e.add_argument("--write", action="store_true", help="store the scores in the card")
     e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")
     ls.add_argument("--root", help="catalog folder")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from specialists.card import SpecialistCard, code_version
@@ -76,6 +76,10 @@ class Recipe:
     # When set, training runs this many passes over the data (capped by train.max_steps) instead of a fixed
     # number of steps, so that a small domain is not overfitted and a large one not undertrained.
     epochs: float | None = None
+    # Each training question once more with its whole paragraph (the shape the card's eval asks in) besides
+    # its window: economics, one article and 107 examples, trained on windows alone abstained on half of its
+    # answerable test questions and scored under the base model.
+    paragraph_views: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def steps(self, examples: int) -> int:
@@ -99,7 +103,8 @@ _DESCRIPTIONS = {
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
 }
 RECIPES: dict[str, Recipe] = {
-    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN)
+    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, paragraph_views=d == "economics",
+                 train=_SQUAD_TRAIN)
        for d, t in SQUAD_DOMAINS.items()},
     "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
                                 "The fictional land of Veltharan: its cities, companies, founders and trade.",
@@ -116,19 +121,26 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: int = 80):
+EVAL_LIMIT = 120  # test questions per SQuAD domain the card's eval samples (history has 284)
+
+
+def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: int = EVAL_LIMIT):
     """(training examples, evaluation examples, source description) of a recipe."""
     from specialists.augment import augment
-    from specialists.data import squad_examples
+    from specialists.data import AUGMENT_SEP, squad_examples
     from specialists.synthetic import make_domain
 
     if recipe.source == "squad":
-        train = _rebalance(squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3),
-                           recipe.unanswerable_share)
+        train = squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3)
+        if recipe.paragraph_views:
+            train += [replace(e, id=f"{e.id}{AUGMENT_SEP}paragraph")
+                      for e in squad_examples(squad_file, titles=list(recipe.titles), split="train")]
+        train = _rebalance(train, recipe.unanswerable_share)
         test = held_out(recipe, ("test",), squad_file=squad_file)
         test = random.Random(0).sample(test, min(eval_limit, len(test)))
         sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
-                    "context_window_sentences": 3, "unanswerable_share": round(recipe.unanswerable_share, 3)}]
+                    "context_window_sentences": 3, "paragraph_views": recipe.paragraph_views,
+                    "unanswerable_share": round(recipe.unanswerable_share, 3)}]
         return train, test, sources
     domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
     unanswerable = domain.examples("unanswerable")
@@ -159,15 +171,12 @@ def _rebalance(examples, share: float, seed: int = 0):
     return answerable + random.Random(seed).sample(unanswerable, keep)
 
 
-def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None, eval_limit: int = 80,
-          squad_file: Path = SQUAD_FILE, progress: bool = True) -> SpecialistCard:
+def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None,
+          eval_limit: int = EVAL_LIMIT, squad_file: Path = SQUAD_FILE, progress: bool = True) -> SpecialistCard:
     """Train, evaluate and write one catalog specialist (resuming an interrupted training run)."""
     from collections import Counter
-    from dataclasses import replace
 
     from council import base_model
-    from council.engine import Engine
-    from specialists.evaluate import evaluate
     from specialists.train import train
 
     out = out_root / recipe.name
@@ -176,17 +185,27 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     t0 = time.perf_counter()
     result = train(train_set, out, config, progress=progress)
     base = base_model.load(config.base_model)
-    engine = Engine(base, threads=threads)
-    engine.load_adapter(recipe.name, out)
-    scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress)
     questions = [e.question for e in train_set if e.question and e.kind not in ("augmented_local", "augmented_global")]
     card = SpecialistCard(
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},
         training={"sources": sources, "counts": dict(Counter(e.kind for e in train_set)),
-                  "config": config.to_dict(), "result": result.to_dict(),
-                  "build_seconds": round(time.perf_counter() - t0, 1)},
+                  "config": config.to_dict(), "result": result.to_dict()},
         routing={"examples": list(dict.fromkeys(questions))[:64], "routable": recipe.routable},
-        code_version=code_version(), eval={**scores, "split": "test", "split_size": len(test_set)})
+        code_version=code_version())
+    card = replace(card, eval=evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress))
+    card.training["build_seconds"] = round(time.perf_counter() - t0, 1)
     card.save(out)
     return card
+
+
+def evaluate_test(recipe: Recipe, adapter_dir: Path, base, test_set, *, threads: int | None = None,
+                  base_fingerprint: str | None = None, progress: bool = True) -> dict:
+    """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set`."""
+    from council.engine import Engine
+    from specialists.evaluate import evaluate
+
+    engine = Engine(base, threads=threads)
+    engine.load_adapter(recipe.name, adapter_dir, base_fingerprint=base_fingerprint)
+    scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress)
+    return {**scores, "split": "test", "split_size": len(test_set)}

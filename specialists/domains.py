@@ -22,11 +22,14 @@ SQUAD_DOMAINS: dict[str, tuple[str, ...]] = {
 # Articles no specialist covers: out-of-domain questions for the router and the benchmarks.
 OUT_OF_DOMAIN_ARTICLES: tuple[str, ...] = ("Harvard_University",)
 
-SPLIT_FRACTIONS: dict[Split, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
+# At 10 % the one economics article left 14 test questions, 4 of them answerable: too few to tell a specialist
+# from the base model. Test took 5 points from validation, so no training set changed; validation still holds
+# about 200 questions for fitting thresholds.
+SPLIT_FRACTIONS: dict[Split, float] = {"train": 0.8, "validation": 0.05, "test": 0.15}
 
 
 def split_of(question_id: str) -> Split:
-    """The split a question belongs to: 80 % train, 10 % validation, 10 % test, stable by id."""
+    """The split a question belongs to: 80 % train, 5 % validation, 15 % test, stable by id."""
     h = int.from_bytes(hashlib.sha256(question_id.encode()).digest()[:8], "big") / 2**64
     if h < SPLIT_FRACTIONS["train"]:
         return "train"

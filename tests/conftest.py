@@ -32,7 +32,7 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(folder: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0, context: int = 256) -> Path:
     """Save a random Llama and a trained-here BPE tokenizer with a ChatML template as a HF folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -50,7 +50,7 @@ def build_tiny_model(folder: Path, *, hidden: int = 64, layers: int = 2, seed: i
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+                         max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(folder)

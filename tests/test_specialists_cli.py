@@ -1,10 +1,14 @@
+import json
+
 from specialists.__main__ import main
+from specialists.card import SpecialistCard
+from tests.conftest import build_tiny_model, make_lora
 
 
 def test_evaluate_names_what_is_wrong(capsys):
     assert main(["evaluate", "nope"]) == 2
     assert "unknown specialist 'nope'; known:" in capsys.readouterr().err
-    assert main(["evaluate", "fiction_orrune"]) == 2  # synthetic: no SQuAD held-out split
+    assert main(["evaluate", "fiction_orrune", "--splits", "validation"]) == 2  # synthetic: no SQuAD validation
     assert "held-out splits exist for SQuAD ones" in capsys.readouterr().err
 
 
@@ -12,3 +16,25 @@ def test_list_prints_every_catalog_specialist(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("history", "economics", "fiction_orrune"))
+
+
+def test_evaluate_writes_the_cards_eval_on_test_and_other_splits_as_held_out(tmp_path, capsys):
+    from council import base_model
+
+    model = build_tiny_model(tmp_path / "model", context=1024)  # SQuAD paragraphs need more than 256 tokens
+    root = tmp_path / "catalog"
+    make_lora(model, root / "economics", seed=1)
+    SpecialistCard(name="economics", domain="economics", description="oil", training={}, routing={"examples": []},
+                   base_model={"name": str(model), "fingerprint": base_model.load(model).fingerprint},
+                   code_version="test", eval={"note": "stale"}).save(root / "economics")
+
+    assert main(["evaluate", "economics", "--root", str(root), "--eval-limit", "3", "--write"]) == 0
+    assert "economics on test (3 questions" in capsys.readouterr().out
+    written = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
+    assert written["split"] == "test" and written["split_size"] == written["n"] == 3
+    assert "note" not in written and set(written["base"]) >= {"answerable_f1", "n"}
+
+    assert main(["evaluate", "economics", "--root", str(root), "--splits", "validation", "--write"]) == 0
+    after = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
+    assert after["held_out"]["splits"] == ["validation"] and after["held_out"]["n"] > 3
+    assert {k: v for k, v in after.items() if k != "held_out"} == written  # the test eval is kept
