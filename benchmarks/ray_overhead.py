@@ -7,7 +7,8 @@
    its one host as a Ray actor (an embedded instance; 1 CPU and 1 torch thread on both paths, which other
    jobs on the machine disturb least), asked the same questions alternately. Reported: the median of the
    paired differences (goal: under 10 ms), the medians of each path and their ratio, and the 10th
-   percentiles (the least disturbed calls) with their difference. The tiny model keeps generation short, so the overhead shows.
+   percentiles (the least disturbed calls) with their difference. The tiny model keeps generation short, so the
+   overhead shows.
 2. job throughput: `council.jobs.answer_file` on the real SmolLM2-135M-Instruct with 2 specialists (the
    catalog's when two are built, else random LoRA adapters r=8 on q/v made for the run), k = 2, batches of 4
    questions, 2 in flight, on 1 host of 2 CPUs, on 2 hosts of 1 CPU (the adapters spread, one each) and, as
@@ -78,8 +79,9 @@ def make_catalog(root: Path, base: base_model.BaseModel, adapters: dict[str, Pat
 def config(model: str, catalog: Path, k: int, max_new_tokens: int, threads: int | None = None,
            context_tokens: int = 160, **hosts) -> CouncilConfig:
     """k specialists answer every question; `threads` is the in-process host's (a Ray host's = its num_cpus)."""
-    return CouncilConfig(base_model=model, catalog=str(catalog), max_new_tokens=max_new_tokens, context_tokens=context_tokens,
-                         threads=threads, router={"threshold": -1.0, "min_k": k, "max_k": k}, hosts=hosts)
+    return CouncilConfig(base_model=model, catalog=str(catalog), max_new_tokens=max_new_tokens,
+                         context_tokens=context_tokens, threads=threads,
+                         router={"threshold": -1.0, "min_k": k, "max_k": k}, hosts=hosts)
 
 
 # ------------------------------------------------------------------------------------------------ overhead
@@ -95,9 +97,11 @@ def overhead(tmp: Path, rounds: int) -> dict:
                 for i, name in enumerate(("history", "science", "law"))}
     catalog = make_catalog(tmp / "tiny-catalog", base, adapters)
     store = make_store()
-    local = Council(config(str(model), catalog, 3, 8, threads=1, context_tokens=100), store=store, embedder=HashEmbedder())
+    local = Council(config(str(model), catalog, 3, 8, threads=1, context_tokens=100), store=store,
+                    embedder=HashEmbedder())
     t0 = time.perf_counter()
-    remote = Council(config(str(model), catalog, 3, 8, context_tokens=100, mode="ray", num_cpus=1), store=store, embedder=HashEmbedder())
+    remote = Council(config(str(model), catalog, 3, 8, context_tokens=100, mode="ray", num_cpus=1), store=store,
+                     embedder=HashEmbedder())
     start_s = time.perf_counter() - t0
     try:
         actor = remote.host.hosts["host0"]

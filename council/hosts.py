@@ -209,7 +209,8 @@ def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None
     if address.startswith(("http://", "https://")):
         raise ConnectionError(
             f"address {address!r} is a dashboard (job submission) address: to join a cluster give its GCS address "
-            f"(ip:6379) or 'auto'; to run there, use `ray job submit --address {address} -- python -m council.jobs ...`")
+            f"(ip:6379) or 'auto'; to run there, use "
+            f"`ray job submit --address {address} -- python -m council.jobs ...`")
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():

@@ -80,6 +80,9 @@ class Recipe:
     # its window: economics, one article and 107 examples, trained on windows alone abstained on half of its
     # answerable test questions and scored under the base model.
     paragraph_views: bool = False
+    # Articles of other domains whose training questions are mixed in, as many as the domain's own: reading
+    # practice for a domain too small to learn reading from (economics, one article; see RECIPES).
+    practice_titles: tuple[str, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def steps(self, examples: int) -> int:
@@ -103,9 +106,16 @@ _DESCRIPTIONS = {
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
 }
 RECIPES: dict[str, Recipe] = {
-    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, paragraph_views=d == "economics",
-                 train=_SQUAD_TRAIN)
-       for d, t in SQUAD_DOMAINS.items()},
+    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN)
+       for d, t in SQUAD_DOMAINS.items() if d != "economics"},
+    # One article, 80 answerable training questions: at a quarter unanswerable economics said "I don't know"
+    # to 6 of its 11 answerable validation questions, with or without paragraph views; at a tenth it answered
+    # them, with wrong spans ("Syria and Egypt" for "Iran"): too little data to learn reading from. Reading
+    # practice on the other domains' training questions supplies it.
+    "economics": Recipe("economics", "economics", _DESCRIPTIONS["economics"], "squad",
+                        titles=SQUAD_DOMAINS["economics"], epochs=3.5, paragraph_views=True,
+                        unanswerable_share=0.1, train=_SQUAD_TRAIN,
+                        practice_titles=tuple(t for d, ts in SQUAD_DOMAINS.items() if d != "economics" for t in ts)),
     "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
                                 "The fictional land of Veltharan: its cities, companies, founders and trade.",
                                 "synthetic", seed=0, train=_SYNTH_TRAIN),
@@ -136,11 +146,20 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
             train += [replace(e, id=f"{e.id}{AUGMENT_SEP}paragraph")
                       for e in squad_examples(squad_file, titles=list(recipe.titles), split="train")]
         train = _rebalance(train, recipe.unanswerable_share)
+        if recipe.practice_titles:
+            practice = squad_examples(squad_file, titles=list(recipe.practice_titles), split="train",
+                                      context_window=3)
+            train += [replace(e, id=f"{e.id}{AUGMENT_SEP}practice")
+                      for e in _rebalance(practice, recipe.unanswerable_share, size=len(train))]
         test = held_out(recipe, ("test",), squad_file=squad_file)
         test = random.Random(0).sample(test, min(eval_limit, len(test)))
         sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
                     "context_window_sentences": 3, "paragraph_views": recipe.paragraph_views,
                     "unanswerable_share": round(recipe.unanswerable_share, 3)}]
+        if recipe.practice_titles:
+            sources.append({"path": squad_file.name, "titles": list(recipe.practice_titles), "split": "train",
+                            "context_window_sentences": 3, "practice": True,
+                            "examples": sum(e.id.endswith(f"{AUGMENT_SEP}practice") for e in train)})
         return train, test, sources
     domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
     unanswerable = domain.examples("unanswerable")
@@ -163,12 +182,16 @@ def held_out(recipe: Recipe, splits=("validation", "test"), *, squad_file: Path 
     return [e for split in splits for e in squad_examples(squad_file, titles=list(recipe.titles), split=split)]
 
 
-def _rebalance(examples, share: float, seed: int = 0):
-    """Keep every answerable example and enough unanswerable ones for them to be `share` of the set."""
+def _rebalance(examples, share: float, seed: int = 0, size: int | None = None):
+    """Every answerable example (or a sample, when `size` asks for a set of that many) and enough unanswerable
+    ones for them to be `share` of the set."""
+    rng = random.Random(seed)
     answerable = [e for e in examples if e.answerable]
     unanswerable = [e for e in examples if not e.answerable]
+    if size is not None:
+        answerable = rng.sample(answerable, min(len(answerable), size - round(size * share)))
     keep = min(len(unanswerable), round(len(answerable) * share / (1 - share)))
-    return answerable + random.Random(seed).sample(unanswerable, keep)
+    return answerable + rng.sample(unanswerable, keep)
 
 
 def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None,
@@ -177,6 +200,7 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     from collections import Counter
 
     from council import base_model
+    from specialists.data import AUGMENT_SEP
     from specialists.train import train
 
     out = out_root / recipe.name
@@ -185,7 +209,8 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     t0 = time.perf_counter()
     result = train(train_set, out, config, progress=progress)
     base = base_model.load(config.base_model)
-    questions = [e.question for e in train_set if e.question and e.kind not in ("augmented_local", "augmented_global")]
+    # the router learns the domain from its own questions, not from derived or borrowed ones
+    questions = [e.question for e in train_set if e.question and AUGMENT_SEP not in e.id]
     card = SpecialistCard(
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},

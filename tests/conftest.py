@@ -133,7 +133,8 @@ def make_store():
 
 
 class HashEmbedder:
-    """A test stand-in for the embedder (no model): a deterministic bag-of-words stand-in: each lower-cased word adds 1 to a bucket chosen by its CRC32.
+    """A deterministic bag-of-words stand-in for the embedder: each lower-cased word adds 1 to a bucket chosen by
+    its CRC32.
 
     Lexical only (no synonyms), instant and model-free: for unit tests of the store and the router.
     """

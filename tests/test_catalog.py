@@ -37,3 +37,14 @@ def test_paragraph_views_add_each_question_with_its_whole_paragraph():
             assert window.context[0] in view.context[0]
     # the paragraph view is the shape the card's eval asks in
     assert {len(e.context[0]) for e in views.values()} & {len(e.context[0]) for e in test}
+
+
+def test_practice_borrows_as_many_training_questions_from_other_domains():
+    recipe = RECIPES["economics"]
+    train, _, sources = recipe_data(recipe)
+    practice = [e for e in train if e.id.endswith("~practice")]
+    own = [e for e in train if not e.id.endswith("~practice")]
+    assert len(practice) == len(own) == sources[1]["examples"]
+    assert all("(1973_oil_crisis)" in e.source for e in own)
+    assert not any("(1973_oil_crisis)" in e.source for e in practice)
+    assert {split_of(root_id(e.id)) for e in practice} == {"train"}
