@@ -61,7 +61,9 @@ class CouncilConfig:
         if isinstance(self.router, dict):
             self.router = RouterConfig.from_dict(self.router)
         if isinstance(self.aggregator, dict):
-            self.aggregator = AggregatorConfig.from_dict(self.aggregator)
+            # a table changes what it names: setting only the strategy must not drop the fitted thresholds
+            fitted = type(self).__dataclass_fields__["aggregator"].default_factory()
+            self.aggregator = AggregatorConfig.from_dict({**fitted.to_dict(), **self.aggregator})
         if isinstance(self.hosts, dict):
             try:
                 self.hosts = HostsConfig.from_dict(self.hosts)

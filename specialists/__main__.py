@@ -54,12 +54,15 @@ def _evaluate(args) -> int:
     from specialists.catalog import CATALOG_DIR, RECIPES, evaluate_test, get, held_out, load_catalog, recipe_data
 
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
+    if specialist.name not in RECIPES:
+        raise ValueError(f"{specialist.name}: no recipe in specialists.catalog.RECIPES, so no held-out questions; "
+                         f"evaluate scores the catalog's own specialists")
     recipe, splits = RECIPES[specialist.name], tuple(args.splits)
     # the test split alone is the card's own eval: the same questions `build-catalog` samples
     examples = (recipe_data(recipe, eval_limit=args.eval_limit)[1] if splits == ("test",)
                 else held_out(recipe, splits))
     base = base_model.load(specialist.card.base_model["name"])
-    scores = evaluate_test(recipe, specialist.path, base, examples, threads=args.threads,
+    scores = evaluate_test(recipe, specialist.path, base, examples, split="+".join(splits), threads=args.threads,
                            base_fingerprint=specialist.card.base_model.get("fingerprint"))
     b = scores["base"]
     print(f"{specialist.name} on {'+'.join(splits)} ({scores['n']} questions, {scores['n_answerable']} "
@@ -70,7 +73,7 @@ def _evaluate(args) -> int:
         if splits == ("test",):
             new_eval = {**scores, **{k: v for k, v in card.eval.items() if k == "held_out"}}
         else:
-            new_eval = {**card.eval, "held_out": {**scores, "splits": list(splits)}}
+            new_eval = {**card.eval, "held_out": scores}
         replace(card, eval=new_eval).save(specialist.path)
         print(f"wrote {'eval' if splits == ('test',) else 'eval.held_out'} into {specialist.path / 'specialist.json'}")
     return 0
@@ -121,13 +124,15 @@ def main(argv=None) -> int:
     b.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="held-out test questions per SQuAD domain")
     b.add_argument("--force", action="store_true", help="rebuild specialists already built")
     b.set_defaults(func=_build)
-    e = sub.add_parser("evaluate", help="score a catalog SQuAD specialist against the base model on held-out splits")
+    e = sub.add_parser("evaluate", help="score a catalog specialist against the base model on held-out questions")
     e.add_argument("name", help="the specialist")
     e.add_argument("--splits", nargs="+", choices=["validation", "test"], default=["test"],
-                   help="test alone (default) is the card's own eval; other splits are stored as eval.held_out")
+                   help="test alone (default) is the card's own eval, as build-catalog scores it (a synthetic "
+                        "specialist's by question kind); validation exists for SQuAD ones, stored as eval.held_out")
     e.add_argument("--root", help="catalog folder")
     e.add_argument("--threads", type=int, default=None)
-    e.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="test questions sampled, as build-catalog")
+    e.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
+                   help="SQuAD test questions sampled, as build-catalog (other splits are scored whole)")
     e.add_argument("--write", action="store_true", help="store the scores in the card")
     e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")

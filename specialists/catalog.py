@@ -223,13 +223,13 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     return card
 
 
-def evaluate_test(recipe: Recipe, adapter_dir: Path, base, test_set, *, threads: int | None = None,
-                  base_fingerprint: str | None = None, progress: bool = True) -> dict:
-    """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set`."""
+def evaluate_test(recipe: Recipe, adapter_dir: Path, base, test_set, *, split: str = "test",
+                  threads: int | None = None, base_fingerprint: str | None = None, progress: bool = True) -> dict:
+    """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set` (the `split`)."""
     from council.engine import Engine
     from specialists.evaluate import evaluate
 
     engine = Engine(base, threads=threads)
     engine.load_adapter(recipe.name, adapter_dir, base_fingerprint=base_fingerprint)
     scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress)
-    return {**scores, "split": "test", "split_size": len(test_set)}
+    return {**scores, "split": split, "split_size": len(test_set)}

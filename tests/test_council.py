@@ -5,6 +5,7 @@ import json
 import pytest
 
 
+from council.aggregator import AggregatorConfig
 from council.cli import main
 from council.config import ConfigError, CouncilConfig
 from council.council import BASE_VOTER, Council, QuestionError, Verdict
@@ -123,6 +124,13 @@ def test_config_files(tmp_path, tiny_catalog):
     with pytest.raises(ConfigError, match="does not exist"):
         CouncilConfig.from_file(tmp_path / "none.json")
     assert CouncilConfig.from_dict(c.to_dict()) == c
+    # an [aggregator] table changes what it names; the fitted thresholds stay
+    weighted = CouncilConfig.from_dict({"aggregator": {"strategy": "weighted"}}).aggregator
+    default = CouncilConfig().aggregator
+    assert weighted.strategy == "weighted" and weighted.strategy != default.strategy
+    assert (weighted.min_agreement, weighted.min_grounding) == (default.min_agreement, default.min_grounding)
+    assert (weighted.min_agreement, weighted.min_grounding) != (AggregatorConfig().min_agreement,
+                                                                AggregatorConfig().min_grounding)
 
 
 def test_missing_catalog_folder(tiny_model_dir, tmp_path):

@@ -12,6 +12,11 @@ def test_evaluate_names_what_is_wrong(capsys):
     assert "held-out splits exist for SQuAD ones" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_a_specialist_without_a_recipe(tiny_catalog, capsys):
+    assert main(["evaluate", "law", "--root", str(tiny_catalog)]) == 2
+    assert "law: no recipe in specialists.catalog.RECIPES" in capsys.readouterr().err
+
+
 def test_list_prints_every_catalog_specialist(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -36,5 +41,5 @@ def test_evaluate_writes_the_cards_eval_on_test_and_other_splits_as_held_out(tmp
 
     assert main(["evaluate", "economics", "--root", str(root), "--splits", "validation", "--write"]) == 0
     after = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
-    assert after["held_out"]["splits"] == ["validation"] and after["held_out"]["n"] > 3
+    assert after["held_out"]["split"] == "validation" and after["held_out"]["split_size"] == after["held_out"]["n"] > 3
     assert {k: v for k, v in after.items() if k != "held_out"} == written  # the test eval is kept
