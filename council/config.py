@@ -25,6 +25,14 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field or file."""
 
 
+# Fitted on 60 shared SQuAD validation questions by benchmarks/hallucination.py (council_k3_grounded) at
+# `--penalty 0.25`: a hallucination costs a quarter of a right answer, the trade the benchmark's goal asks
+# for (halve hallucinations for at most 5 points of F1). The majority still decides (under `grounded` two
+# agreeing votes outweigh one); the answer must be grounded in the context. At penalty 1 the fit asks for
+# unanimity and the council abstained on 92 % of the test questions.
+FITTED_AGGREGATOR = AggregatorConfig(min_agreement=0.0, min_grounding=0.9)
+
+
 @dataclass
 class CouncilConfig:
     """Everything a Council is built from. Paths in a config file are relative to that file."""
@@ -47,13 +55,7 @@ class CouncilConfig:
     max_batch_rows: int = 12  # rows of one generate call when answering many questions
     # a council of 3 whenever one specialist fits: the others read the same context and check its answer
     router: RouterConfig = field(default_factory=lambda: RouterConfig(min_k=3, max_k=3))
-    # Fitted on 60 shared SQuAD validation questions by benchmarks/hallucination.py (council_k3_grounded) at
-    # `--penalty 0.25`: a hallucination costs a quarter of a right answer, the trade the benchmark's goal asks
-    # for (halve hallucinations for at most 5 points of F1). The majority still decides (under `grounded` two
-    # agreeing votes outweigh one); the answer must be grounded in the context. At penalty 1 the fit asks for
-    # unanimity and the council abstained on 92 % of the test questions.
-    aggregator: AggregatorConfig = field(default_factory=lambda: AggregatorConfig(min_agreement=0.0,
-                                                                                  min_grounding=0.9))
+    aggregator: AggregatorConfig = FITTED_AGGREGATOR
     hosts: HostsConfig = field(default_factory=HostsConfig)  # in-process or Ray actors, placement, deadline
     version: int = CONFIG_VERSION
 
@@ -62,8 +64,7 @@ class CouncilConfig:
             self.router = RouterConfig.from_dict(self.router)
         if isinstance(self.aggregator, dict):
             # a table changes what it names: setting only the strategy must not drop the fitted thresholds
-            fitted = type(self).__dataclass_fields__["aggregator"].default_factory()
-            self.aggregator = AggregatorConfig.from_dict({**fitted.to_dict(), **self.aggregator})
+            self.aggregator = AggregatorConfig.from_dict({**FITTED_AGGREGATOR.to_dict(), **self.aggregator})
         if isinstance(self.hosts, dict):
             try:
                 self.hosts = HostsConfig.from_dict(self.hosts)
