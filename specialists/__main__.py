@@ -57,25 +57,23 @@ def _evaluate(args) -> int:
     if specialist.name not in RECIPES:
         raise ValueError(f"{specialist.name}: no recipe in specialists.catalog.RECIPES, so no held-out questions; "
                          f"evaluate scores the catalog's own specialists")
-    recipe, splits = RECIPES[specialist.name], tuple(args.splits)
+    recipe, split = RECIPES[specialist.name], "+".join(args.splits)
     # the test split alone is the card's own eval: the same questions `build-catalog` samples
-    examples = (recipe_data(recipe, eval_limit=args.eval_limit)[1] if splits == ("test",)
-                else held_out(recipe, splits))
+    own = tuple(args.splits) == ("test",)
+    examples = recipe_data(recipe, eval_limit=args.eval_limit)[1] if own else held_out(recipe, tuple(args.splits))
     base = base_model.load(specialist.card.base_model["name"])
-    scores = evaluate_test(recipe, specialist.path, base, examples, split="+".join(splits), threads=args.threads,
+    scores = evaluate_test(recipe, specialist.path, base, examples, split=split, threads=args.threads,
                            base_fingerprint=specialist.card.base_model.get("fingerprint"))
     b = scores["base"]
-    print(f"{specialist.name} on {'+'.join(splits)} ({scores['n']} questions, {scores['n_answerable']} "
+    print(f"{specialist.name} on {split} ({scores['n']} questions, {scores['n_answerable']} "
           f"answerable): answerable F1 {scores['answerable_f1']} (base {b['answerable_f1']}), abstain F1 "
           f"{scores.get('abstain_f1')} (base {b.get('abstain_f1')})")
     if args.write:
-        card = specialist.card
-        if splits == ("test",):
-            new_eval = {**scores, **{k: v for k, v in card.eval.items() if k == "held_out"}}
-        else:
-            new_eval = {**card.eval, "held_out": scores}
-        replace(card, eval=new_eval).save(specialist.path)
-        print(f"wrote {'eval' if splits == ('test',) else 'eval.held_out'} into {specialist.path / 'specialist.json'}")
+        held = specialist.card.eval.get("held_out")
+        new_eval = ({**scores, **({"held_out": held} if held else {})} if own
+                    else {**specialist.card.eval, "held_out": scores})
+        replace(specialist.card, eval=new_eval).save(specialist.path)
+        print(f"wrote {'eval' if own else 'eval.held_out'} into {specialist.path / 'specialist.json'}")
     return 0
 
 

@@ -145,11 +145,13 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
             train += [replace(e, id=f"{e.id}{AUGMENT_SEP}paragraph")
                       for e in squad_examples(squad_file, titles=list(recipe.titles), split="train")]
         train = _rebalance(train, recipe.unanswerable_share)
+        borrowed = []
         if recipe.practice_titles:
             practice = squad_examples(squad_file, titles=list(recipe.practice_titles), split="train",
                                       context_window=3)
-            train += [replace(e, id=f"{e.id}{AUGMENT_SEP}practice")
-                      for e in _rebalance(practice, recipe.unanswerable_share, size=len(train))]
+            borrowed = [replace(e, id=f"{e.id}{AUGMENT_SEP}practice")
+                        for e in _rebalance(practice, recipe.unanswerable_share, size=len(train))]
+            train += borrowed
         test = held_out(recipe, ("test",), squad_file=squad_file)
         test = random.Random(0).sample(test, min(eval_limit, len(test)))
         sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
@@ -158,7 +160,7 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
         if recipe.practice_titles:
             sources.append({"path": squad_file.name, "titles": list(recipe.practice_titles), "split": "train",
                             "context_window_sentences": 3, "practice": True,
-                            "examples": sum(e.id.endswith(f"{AUGMENT_SEP}practice") for e in train)})
+                            "examples": len(borrowed)})
         return train, test, sources
     domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
     unanswerable = domain.examples("unanswerable")
@@ -210,15 +212,15 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     base = base_model.load(config.base_model)
     # the router learns the domain from its own questions, not from derived or borrowed ones
     questions = [e.question for e in train_set if e.question and AUGMENT_SEP not in e.id]
+    scores = evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress)
     card = SpecialistCard(
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},
         training={"sources": sources, "counts": dict(Counter(e.kind for e in train_set)),
-                  "config": config.to_dict(), "result": result.to_dict()},
+                  "config": config.to_dict(), "result": result.to_dict(),
+                  "build_seconds": round(time.perf_counter() - t0, 1)},
         routing={"examples": list(dict.fromkeys(questions))[:64], "routable": recipe.routable},
-        code_version=code_version())
-    card = replace(card, eval=evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress))
-    card.training["build_seconds"] = round(time.perf_counter() - t0, 1)
+        code_version=code_version(), eval=scores)
     card.save(out)
     return card
 
