@@ -2,11 +2,15 @@
 
 Every request of a `generate` call runs in ONE batched generation (peft's mixed-adapter batch: each row
 passes through its own adapter, `"__base__"` rows through none), so k specialists cost one generate call,
-not k. Rows are left-padded, greedy unless a temperature is given, and stop at the end of their turn.
+not k. Rows are left-padded, greedy unless a temperature is given, and stop at the end of their turn: the
+end-of-sequence token, and for a model without a chat template (prompts.PLAIN_TEMPLATE) also the end of the
+answer's line, since an untuned pretrained model writes on past its answer instead of stopping.
 
 The shared trunk: the council asks k specialists one prompt, and the catalog's SQuAD specialists adapt only
 the top 10 of 30 layers, so the prompt's prefill runs once through the layers no adapter of the batch changes
 and k times only above them (`_shared_prefill`): with a long shared context, prefill is most of the cost.
+It follows the decoder's own forward (Llama-style stacks, and Gemma 3's interleaved sliding-window layers
+while the prompt fits the window).
 
 Optional int8 weights: decoding streams every weight once per token, and this CPU's fp32 matrix routines
 are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Linear layers cuts both
@@ -16,6 +20,8 @@ are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Li
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import re
 import time
@@ -28,7 +34,7 @@ from typing import Literal
 import torch
 
 from council.base_model import BaseModel
-from council.prompts import Messages, render
+from council.prompts import PLAIN_ANSWER_END, Messages, has_chat_template, render, reply_text
 
 Quantize = Literal["none", "fp16", "int8"]
 QUANTIZE: tuple[str, ...] = ("none", "fp16", "int8")
@@ -152,6 +158,10 @@ class Engine:
         self.model = base.model  # becomes a PeftModel with the first adapter
         self._adapters: dict[str, Path] = {}
         self._first_layer: dict[str, int] = {}  # the lowest decoder layer each adapter changes
+        # the tokens that end an answer: eos, and for plain-template models every token holding a newline
+        self.plain_template = not has_chat_template(self.tokenizer)
+        self._stop_ids = [self.tokenizer.eos_token_id, *(
+            line_end_tokens(self.tokenizer) if self.plain_template else ())]
 
     @property
     def adapters(self) -> list[str]:
@@ -225,8 +235,10 @@ class Engine:
                     f"request {i}: the prompt has {n} tokens and asks for {limit} new ones, more than the "
                     f"model's context of {self.base.max_positions} tokens: shorten the prompt or the context")
         kwargs = dict(max_new_tokens=max(limits), do_sample=temperature > 0, output_logits=True,
-                      return_dict_in_generate=True, eos_token_id=self.tokenizer.eos_token_id,
+                      return_dict_in_generate=True, eos_token_id=self._stop_ids,
                       pad_token_id=self.tokenizer.pad_token_id)
+        if self.plain_template:  # the answer starts on the "Answer:" line: a line end first is an empty answer
+            kwargs["begin_suppress_tokens"] = [*kwargs.get("begin_suppress_tokens", ()), *self._stop_ids[1:]]
         if temperature > 0:
             kwargs.update(temperature=temperature, top_k=None, top_p=None)
             if seed is not None:
@@ -236,7 +248,7 @@ class Engine:
         t0 = time.perf_counter()
         if self._adapters:
             kwargs["adapter_names"] = [r.adapter or BASE for r in requests]
-            kwargs["past_key_values"] = self._shared_prefill(batch, kwargs["adapter_names"])
+            kwargs[_cache_kwarg()] = self._shared_prefill(batch, kwargs["adapter_names"])
         out = self.model.generate(**batch, **kwargs)
         seconds = time.perf_counter() - t0
         return self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
@@ -253,13 +265,19 @@ class Engine:
         """
         inner = getattr(self.base.model, "model", None)
         config = self.base.model.config
-        if (not all(hasattr(inner, a) for a in ("layers", "embed_tokens", "rotary_emb"))
-                or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ())):
-            return None  # not a plain decoder stack with full attention: let generate prefill as usual
-        from transformers import DynamicCache
-        from transformers.masking_utils import create_causal_mask
-
+        if not all(hasattr(inner, a) for a in ("layers", "embed_tokens", "rotary_emb")):
+            return None  # not a plain decoder stack: let generate prefill as usual
         layers = inner.layers[:config.num_hidden_layers]
+        types = list(getattr(config, "layer_types", None) or ["full_attention"] * len(layers))
+        window = getattr(config, "sliding_window", None)
+        if (set(types) - {"full_attention", "sliding_attention"} or getattr(config, "use_bidirectional_attention", 0)
+                or ("sliding_attention" in types and not (window and batch["input_ids"].shape[1] <= window))):
+            return None  # other attention kinds, or a prompt wider than the sliding window: generate prefills
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        make_mask = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+        per_type_rotary = "layer_type" in inspect.signature(inner.rotary_emb.forward).parameters  # Gemma 3
         prompts = [tuple(row) for row in batch["input_ids"].tolist()]
         first = [self._first_layer.get(a, len(layers)) for a in adapter_names]
         starts = sorted({0, *(f for f in first if f < len(layers))})
@@ -270,14 +288,14 @@ class Engine:
         if len(set(keys(0))) == len(prompts) and len(set(keys(len(layers)))) == len(prompts):
             return None
         ids, mask = batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]
-        cache = DynamicCache(config=config)
+        cache = DynamicCache(config=config)  # sliding layers get their windowed cache, as generate makes it
         row_keys, hidden = keys(0), None
         for start, end in zip(starts, [*starts[1:], len(layers)]):
             now = keys(start)
             unique = list(dict.fromkeys(now))
             rows = torch.tensor([now.index(k) for k in unique])  # a batch row that carries each key
             if hidden is None:
-                hidden = inner.embed_tokens(ids[rows])
+                hidden = inner.embed_tokens(ids[rows])  # Gemma's embedding module applies its sqrt(hidden) scale
             else:  # each new key continues from the key its row had below this layer
                 before = list(dict.fromkeys(row_keys))
                 parent = torch.tensor([before.index(row_keys[r]) for r in rows.tolist()])
@@ -285,13 +303,15 @@ class Engine:
                 cache.batch_select_indices(parent)
             row_keys = now
             position_ids = (mask[rows].cumsum(-1) - 1).masked_fill(mask[rows] == 0, 1)  # as generate numbers them
-            causal = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=mask[rows],
-                                        past_key_values=None, position_ids=position_ids)
-            rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+            # as the decoder's forward builds them: a mask and rotary embedding per attention kind
+            masks = {t: make_mask[t](config=config, inputs_embeds=hidden, attention_mask=mask[rows],
+                                     position_ids=position_ids, **{_cache_kwarg(): None}) for t in set(types)}
+            rotary = ({t: inner.rotary_emb(hidden, position_ids, t) for t in set(types)} if per_type_rotary
+                      else dict.fromkeys(set(types), inner.rotary_emb(hidden, position_ids=position_ids)))
             with self.model._enable_peft_forward_hooks(adapter_names=[a for _, a in unique]):  # peft's routing
-                for block in layers[start:end]:
-                    hidden = block(hidden, attention_mask=causal, position_embeddings=rotary,
-                                   position_ids=position_ids, past_key_values=cache, use_cache=True)
+                for i in range(start, end):
+                    hidden = layers[i](hidden, attention_mask=masks[types[i]], position_embeddings=rotary[types[i]],
+                                       position_ids=position_ids, use_cache=True, **{_cache_kwarg(): cache})
         final = list(dict.fromkeys(row_keys))
         cache.batch_select_indices(torch.tensor([final.index(k) for k in row_keys]))
         return cache
@@ -300,12 +320,12 @@ class Engine:
         new = out.sequences[:, width:]
         logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (batch, steps, vocab)
         chosen = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        eos = self.tokenizer.eos_token_id
+        stops = set(self._stop_ids)
         results = []
         for i, r in enumerate(requests):
             ids = new[i, :limits[i]].tolist()
-            finished = eos in ids
-            n = ids.index(eos) if finished else len(ids)
+            n = next((j for j, t in enumerate(ids) if t in stops), len(ids))  # the end token is not the answer's
+            finished = n < len(ids)
             results.append(Generation(
                 text=self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), adapter=r.adapter,
                 token_ids=ids[:n], token_logprobs=chosen[i, :n].tolist(), prompt_tokens=prompt_lens[i],
@@ -315,14 +335,17 @@ class Engine:
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[Request], continuations: Sequence[str]) -> list[list[float]]:
         """The log-prob of each token of each continuation, end-of-turn included, as the reply to its request,
-        each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice)."""
+        each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice).
+
+        The end of the turn is what ends a generated row: eos, or for a plain-template model eos or a line end,
+        so its log-prob is that of any of those tokens (their log-sum-exp)."""
         if len(requests) != len(continuations):
             raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
         for adapter in {r.adapter for r in requests} - {None}:
             self._require_adapter(adapter)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompts = [encode(self._render(i, r)) for i, r in enumerate(requests)]
-        replies = [encode(c) + [self.tokenizer.eos_token_id] for c in continuations]
+        replies = [encode(reply_text(self.tokenizer, c)) + [self.tokenizer.eos_token_id] for c in continuations]
         rows = [p + c for p, c in zip(prompts, replies)]
         width = max(map(len, rows), default=0)
         if width > self.base.max_positions:
@@ -336,10 +359,14 @@ class Engine:
         with routing:
             hidden = self.base.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         head = self.base.model.get_output_embeddings()
+        cap = getattr(self.base.model.config, "final_logit_softcapping", None)  # Gemma 2 applies it to logits
         out = []
         for i, (p, c) in enumerate(zip(prompts, replies)):
-            logp = head(hidden[i, len(p) - 1:len(p) + len(c) - 1]).float().log_softmax(-1)  # only where needed
-            out.append(logp.gather(-1, torch.tensor(c)[:, None]).squeeze(-1).tolist())
+            logits = head(hidden[i, len(p) - 1:len(p) + len(c) - 1]).float()  # the head only where needed
+            logp = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(-1)
+            tokens = logp[:-1].gather(-1, torch.tensor(c[:-1])[:, None]).squeeze(-1)
+            end = logp[-1, self._stop_ids].logsumexp(-1)
+            out.append([*tokens.tolist(), end.item()])
         return out
 
     def count_tokens(self, text: str) -> int:
@@ -397,6 +424,28 @@ class Engine:
                 raise AdapterMismatchError(
                     f"adapter {name!r} was made for another base model: {key} has shape {list(shape)}, "
                     f"but {module} of {self.base.name} has {fan_in} inputs and {fan_out} outputs")
+
+
+@functools.cache
+def _cache_kwarg() -> str:
+    """What transformers calls the KV cache argument: `cache` from 5.24 on (`past_key_values` warns, and goes
+    in 5.40), `past_key_values` before (where an unknown `cache` would be silently ignored)."""
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def line_end_tokens(tokenizer) -> list[int]:
+    """Every token whose text holds a line end (PLAIN_ANSWER_END): a plain-template answer ends at the first.
+
+    Decodes the whole vocabulary once, in the Rust tokenizer when there is one (Gemma's 262k tokens: 0.7 s;
+    32 of them, all runs of newlines and the byte <0x0A>); special tokens decode to nothing.
+    """
+    vocab = [[t] for t in range(len(tokenizer))]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    texts = (backend.decode_batch(vocab, skip_special_tokens=True) if backend is not None
+             else tokenizer.batch_decode(vocab, skip_special_tokens=True))
+    return [t for (t,), text in zip(vocab, texts) if PLAIN_ANSWER_END in text]
 
 
 def check_adapter_name(name: str) -> None:
