@@ -1,5 +1,8 @@
-"""Answer scoring, pure functions: SQuAD-style normalisation, exact match, token F1, abstention detection,
-and selective prediction (risk-coverage, AURC, calibration error).
+"""Answer scoring, pure functions: the official SQuAD 2.0 score, the project's lenient normalisation, exact
+match, token F1, abstention detection, and selective prediction (risk-coverage, AURC, calibration error).
+
+Two normalisations, on purpose: `squad_normalize` is the official evaluation script's (what the field reports);
+`normalize_answer` also spells small numbers as digits, which is what two voters mean by "the same answer".
 
 Shared by specialist evaluation, the aggregator and the benchmarks, so that "the same answer" and
 "an abstention" mean one thing everywhere.
@@ -24,8 +27,8 @@ _ABSTAIN_PATTERNS = re.compile(
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, strip punctuation, articles and extra whitespace, spell small numbers as digits,
-    drop thousands separators: "The 1,000 Men." -> "1000 men"."""
+    """The project's lenient normalisation (not the official one): lower case, punctuation and articles to
+    spaces, small numbers spelt as digits, thousands separators dropped: "The 1,000 Men." -> "1000 men"."""
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower())
     text = _ARTICLES.sub(" ", text.translate(_PUNCT))
     return " ".join(_NUMBER_WORDS.get(w, w) for w in text.split())
@@ -62,6 +65,76 @@ def abstain_f1(predicted_abstain: Sequence[bool], unanswerable: Sequence[bool]) 
     fp = sum(p and not u for p, u in zip(predicted_abstain, unanswerable))
     fn = sum(u and not p for p, u in zip(predicted_abstain, unanswerable))
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+# ------------------------------------------------------------------------------------ the official SQuAD 2.0 score
+
+_PUNCT_SET = frozenset(string.punctuation)
+OFFICIAL_KEYS = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
+                 "NoAns_exact", "NoAns_f1", "NoAns_total")
+
+
+def squad_normalize(text: str) -> str:
+    """The official SQuAD normalisation: lower case, punctuation removed (not spaced), articles and extra
+    whitespace removed: "The Eiffel-Tower!" -> "eiffeltower"."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT_SET)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def squad_exact(prediction: str, gold: str) -> int:
+    """The official exact match of one prediction against one gold answer ("" is the no-answer)."""
+    return int(squad_normalize(prediction) == squad_normalize(gold))
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    """The official token F1 (0-1) of one prediction against one gold answer; when either is empty (a
+    no-answer), 1 if both are and 0 otherwise."""
+    pred, ref = squad_normalize(prediction).split(), squad_normalize(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v2_score(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float | int]:
+    """The official SQuAD 2.0 evaluation over all questions, with its keys (`OFFICIAL_KEYS`; 0-100).
+
+    `golds[i]` lists question i's gold answers, empty when it is unanswerable; a prediction that is empty or
+    an abstention (`is_abstention`) is the no-answer, which alone is right on an unanswerable question.
+    HasAns/NoAns parts are left out when the set has no question of that kind, as the official script does.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold answer lists")
+    if not predictions:
+        raise ValueError("no predictions to score")
+    exact, f1, has = [], [], []
+    for prediction, answers in zip(predictions, golds):
+        answer = "" if is_abstention(prediction) else prediction
+        # the official script drops gold answers that normalise to nothing, and then scores against ""
+        answers = [a for a in answers if squad_normalize(a)] or [""]
+        exact.append(max(squad_exact(answer, g) for g in answers))
+        f1.append(max(squad_f1(answer, g) for g in answers))
+        has.append(answers != [""])
+    out: dict[str, float | int] = {"exact": _mean100(exact), "f1": _mean100(f1), "total": len(predictions)}
+    for part, keep in (("HasAns", True), ("NoAns", False)):
+        idx = [i for i, h in enumerate(has) if h == keep]
+        if idx:
+            out[f"{part}_exact"] = _mean100([exact[i] for i in idx])
+            out[f"{part}_f1"] = _mean100([f1[i] for i in idx])
+            out[f"{part}_total"] = len(idx)
+    return out
+
+
+def always_abstain_score(golds: Sequence[Sequence[str]]) -> dict[str, float | int]:
+    """The trivial floor: the official score of answering "no answer" to every question."""
+    return squad_v2_score([""] * len(golds), golds)
+
+
+def _mean100(values: Sequence[float]) -> float:
+    return round(100 * sum(values) / len(values), 2)
 
 
 # ------------------------------------------------------------------------------------ selective prediction

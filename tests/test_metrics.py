@@ -32,3 +32,32 @@ def test_calibration_error():
     assert calibration_error([1.0, 1.0, 0.0, 0.0], [True, True, False, False]) == 0.0
     assert calibration_error([0.9] * 10, [True] * 5 + [False] * 5) == pytest.approx(0.4)
     assert calibration_error([], []) == 0.0
+
+
+def test_official_normalisation_differs_from_ours_where_the_script_does():
+    from council.metrics import squad_normalize
+
+    assert squad_normalize("The  Eiffel-Tower!") == "eiffeltower"  # punctuation removed, not spaced
+    assert squad_normalize("An apple, a day") == "apple day"
+    assert squad_normalize("two") == "two" and normalize_answer("two") == "2"  # no number words officially
+
+
+def test_official_squad_v2_score_on_hand_made_cases():
+    from council.metrics import OFFICIAL_KEYS, always_abstain_score, squad_f1, squad_v2_score
+
+    assert squad_f1("in 1066", "1066") == pytest.approx(2 / 3)
+    assert squad_f1("", "") == 1.0 and squad_f1("1066", "") == 0.0 and squad_f1("", "1066") == 0.0
+    golds = [["1066", "in 1066"], ["Normandy"], [], []]
+    predictions = ["in 1066", "the duchy of Normandy", "I don't know.", "Rollo"]
+    score = squad_v2_score(predictions, golds)
+    assert set(score) == set(OFFICIAL_KEYS)
+    assert score["HasAns_exact"] == 50.0 and score["HasAns_total"] == 2
+    assert score["HasAns_f1"] == pytest.approx(100 * (1 + 2 * (1 / 3) * 1 / (1 / 3 + 1)) / 2, abs=0.01)
+    assert score["NoAns_exact"] == score["NoAns_f1"] == 50.0 and score["NoAns_total"] == 2
+    assert score["exact"] == 50.0 and score["total"] == 4
+    assert score["f1"] == pytest.approx((score["HasAns_f1"] * 2 + 50.0 * 2) / 4, abs=0.01)
+    floor = always_abstain_score(golds)
+    assert floor["f1"] == floor["exact"] == 50.0 and floor["HasAns_f1"] == 0.0 and floor["NoAns_f1"] == 100.0
+    assert "NoAns_f1" not in squad_v2_score(["1066"], [["1066"]])  # a part with no question is left out
+    with pytest.raises(ValueError, match="1 predictions but 2"):
+        squad_v2_score(["x"], [[], []])
