@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 
 from council.base_model import BaseModel
-from council.prompts import PLAIN_ANSWER_END, Messages, has_chat_template, render, reply_text
+from council.prompts import ABSTAIN_ANSWER, PLAIN_ANSWER_END, Messages, has_chat_template, render, reply_text
 
 Quantize = Literal["none", "fp16", "int8"]
 QUANTIZE: tuple[str, ...] = ("none", "fp16", "int8")
@@ -79,6 +79,9 @@ class Generation:
     prompt_tokens: int
     finished: bool  # stopped at the end of its turn, not at the token limit
     seconds: float  # wall time of the batched call this row ran in
+    # log P(the abstention's first token) at the answer's first step, before any suppression: the row's
+    # no-answer score, for deciding abstention apart from the answer (see `generate(answer_only=True)`)
+    abstain_logprob: float | None = None
     new_tokens: int = field(init=False)
 
     def __post_init__(self):
@@ -160,6 +163,9 @@ class Engine:
         self._first_layer: dict[str, int] = {}  # the lowest decoder layer each adapter changes
         # the tokens that end an answer: eos, and for plain-template models every token holding a newline
         self.plain_template = not has_chat_template(self.tokenizer)
+        # the first token of the abstention as training writes it: its probability is the no-answer score
+        self.abstain_token = self.tokenizer(reply_text(self.tokenizer, ABSTAIN_ANSWER),
+                                            add_special_tokens=False)["input_ids"][0]
         self._stop_ids = [self.tokenizer.eos_token_id, *(
             line_end_tokens(self.tokenizer) if self.plain_template else ())]
 
@@ -212,10 +218,13 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], *, max_new_tokens: int = 64, temperature: float = 0.0,
-                 seed: int | None = None) -> list[Generation]:
+                 seed: int | None = None, answer_only: bool = False) -> list[Generation]:
         """Answer every request in one batched generation, each row with its own adapter.
 
         Greedy when temperature is 0. A request's own `max_new_tokens` (at most the call's) cuts its row.
+        `answer_only` bans the abstention's first token at the first step, so every row gives its best answer;
+        each row's `abstain_logprob` still scores the abstention, and a threshold on it decides (as extractive
+        SQuAD 2.0 readers compare a no-answer score with the best span's).
         """
         if not requests:
             return []
@@ -237,6 +246,8 @@ class Engine:
         kwargs = dict(max_new_tokens=max(limits), do_sample=temperature > 0, output_logits=True,
                       return_dict_in_generate=True, eos_token_id=self._stop_ids,
                       pad_token_id=self.tokenizer.pad_token_id)
+        if answer_only:
+            kwargs["begin_suppress_tokens"] = [self.abstain_token]
         if self.plain_template:  # the answer starts on the "Answer:" line: a line end first is an empty answer
             kwargs["begin_suppress_tokens"] = [*kwargs.get("begin_suppress_tokens", ()), *self._stop_ids[1:]]
         if temperature > 0:
@@ -329,7 +340,7 @@ class Engine:
             results.append(Generation(
                 text=self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), adapter=r.adapter,
                 token_ids=ids[:n], token_logprobs=chosen[i, :n].tolist(), prompt_tokens=prompt_lens[i],
-                finished=finished, seconds=seconds))
+                finished=finished, seconds=seconds, abstain_logprob=logprobs[i, 0, self.abstain_token].item()))
         return results
 
     @torch.inference_mode()

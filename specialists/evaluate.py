@@ -1,26 +1,55 @@
 """Held-out evaluation of specialists against the base model, on the same questions and prompt.
 
 The base model and every specialist answer in the same mixed-adapter batches, so one pass over the
-questions scores them all.
+questions scores them all. Each row is generated with the abstention's first token banned (`answer_only`),
+so it gives its best answer, and carries its no-answer margin: log P(abstain) minus log P(its answer's first
+token) at the first step. Abstention is then a decision apart from the answer: abstain when the margin is
+above a threshold. Threshold 0 is exactly what plain greedy decoding would have said (the abstention wins the
+first step); a threshold fitted on validation questions is the SQuAD 2.0 readers' way (`fit_threshold`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from council.engine import Engine, Request
-from council.metrics import abstain_f1, exact_match, is_abstention, token_f1
+from council.engine import Engine, Generation, Request
+from council.metrics import abstain_f1, exact_match, is_abstention, squad_v2_score, token_f1
+from council.prompts import ABSTAIN_ANSWER
 from specialists.data import Example
 
 
+def margin(generation: Generation) -> float:
+    """The no-answer margin of a row generated with `answer_only`: above 0, greedy decoding would abstain."""
+    first = generation.token_logprobs[0] if generation.token_logprobs else float("-inf")
+    return (generation.abstain_logprob if generation.abstain_logprob is not None else float("-inf")) - first
+
+
+def decide(generations: Sequence[Generation], threshold: float = 0.0) -> list[str]:
+    """Each row's answer, or the abstention where its no-answer margin is above `threshold`."""
+    return [ABSTAIN_ANSWER if margin(g) > threshold else g.text for g in generations]
+
+
+def fit_threshold(generations: Sequence[Generation], examples: Sequence[Example]) -> float:
+    """The no-answer threshold with the best official F1 on these (validation) questions; of equals, the one
+    nearest 0 (plain greedy)."""
+    golds = [e.answers for e in examples]
+    margins = sorted({margin(g) for g in generations} - {float("inf"), float("-inf")})
+    # a cut between each pair of neighbouring margins, and one beyond either end
+    candidates = [0.0, *(m - 1e-6 for m in margins[:1]), *((a + b) / 2 for a, b in zip(margins, margins[1:])),
+                  *(m + 1e-6 for m in margins[-1:])]
+    return max(candidates, key=lambda t: (squad_v2_score(decide(generations, t), golds)["f1"], -abs(t)))
+
+
 def score(predictions: Sequence[str], examples: Sequence[Example]) -> dict:
-    """SQuAD-style scores (0-100) of predictions: answerable F1/EM (an abstention scores 0 there), abstain F1."""
+    """Scores (0-100) of predictions: `official` (the SQuAD 2.0 script's, over all questions; an abstention is
+    the no-answer), answerable F1/EM (an abstention scores 0 there, lenient normalisation), abstain F1."""
     answerable = [(p, e) for p, e in zip(predictions, examples) if e.answerable]
     abstained = [is_abstention(p) for p in predictions]
     out = {
         "n": len(examples),
         "n_answerable": len(answerable),
         "n_unanswerable": len(examples) - len(answerable),
+        "official": squad_v2_score(predictions, [e.answers for e in examples]),
         "answerable_f1": _pct([0.0 if is_abstention(p) else token_f1(p, e.answers) for p, e in answerable]),
         "exact_match": _pct([0.0 if is_abstention(p) else exact_match(p, e.answers) for p, e in answerable]),
         # a short answer buried in a sentence still counts here ("The capital is Tashoul." for "Tashoul")
@@ -38,33 +67,54 @@ def _pct(values) -> float:
 
 
 def predict(engine: Engine, adapters: Sequence[str | None], examples: Sequence[Example], *, batch_size: int = 8,
-            max_new_tokens: int = 24, progress: bool = True) -> dict[str | None, list[str]]:
-    """Greedy answers of each adapter (None = the base model) to every example, batched across adapters."""
+            max_new_tokens: int = 24, progress: bool = True) -> dict[str | None, list[Generation]]:
+    """Every adapter's (None = the base model's) best answer to every example, with its no-answer margin
+    (`answer_only` generation), batched across adapters."""
     from tqdm.auto import tqdm
 
     jobs = [(a, e) for e in examples for a in adapters]
-    answers: dict[str | None, list[str]] = {a: [] for a in adapters}
+    out: dict[str | None, list[Generation]] = {a: [] for a in adapters}
     for i in tqdm(range(0, len(jobs), batch_size), desc="evaluating", disable=not progress):
         chunk = jobs[i:i + batch_size]
-        rows = engine.generate([Request(e.messages(), a) for a, e in chunk], max_new_tokens=max_new_tokens)
+        rows = engine.generate([Request(e.messages(), a) for a, e in chunk], max_new_tokens=max_new_tokens,
+                               answer_only=True)
         for (a, _), row in zip(chunk, rows):
-            answers[a].append(row.text)
-    return answers
+            out[a].append(row)
+    return out
 
 
 def evaluate(engine: Engine, adapter: str, examples: Sequence[Example], *, by_kind: bool = False,
-             **kw) -> dict:
-    """The card's `eval`: the specialist's scores, and under `base` the base model's on the same questions."""
-    answers = predict(engine, [adapter, None], examples, **kw)
-    result = score(answers[adapter], examples)
-    result["base"] = score(answers[None], examples)
+             validation: Sequence[Example] = (), threshold: float | None = None,
+             base_threshold: float | None = None, **kw) -> dict:
+    """The card's `eval`: the specialist's scores, and under `base` the base model's on the same questions.
+
+    Abstention is greedy's (threshold 0) unless no-answer thresholds are given (`threshold` for the adapter,
+    `base_threshold` for the base), or `validation` questions are, on which each model's threshold is fitted
+    (`no_answer` and `base_no_answer` say which, and show greedy's score too).
+    """
+    answers = predict(engine, [adapter, None], [*validation, *examples], **kw)
+    thresholds, how = {}, {}
+    for a, given in ((adapter, threshold), (None, base_threshold)):  # the base model gets its own: fair
+        rows, answers[a] = answers[a][:len(validation)], answers[a][len(validation):]
+        if given is not None:
+            thresholds[a], how[a] = given, "given"
+        elif validation:
+            thresholds[a], how[a] = fit_threshold(rows, validation), f"fitted on {len(validation)} validation questions"
+        else:
+            thresholds[a], how[a] = 0.0, "greedy"
+    texts = {a: decide(answers[a], thresholds[a]) for a in (adapter, None)}
+    result = score(texts[adapter], examples)
+    result["base"] = score(texts[None], examples)
+    for key, a in (("no_answer", adapter), ("base_no_answer", None)):
+        result[key] = {"threshold": round(thresholds[a], 4), "how": how[a],
+                       "greedy_official": score(decide(answers[a], 0.0), examples)["official"]}
     if by_kind:
         for kind in sorted({e.kind for e in examples}):
             idx = [i for i, e in enumerate(examples) if e.kind == kind]
             sub = [examples[i] for i in idx]
             result.setdefault("by_kind", {})[kind] = {
-                "specialist": score([answers[adapter][i] for i in idx], sub),
-                "base": score([answers[None][i] for i in idx], sub)}
-    result["samples"] = [{"question": e.question, "gold": e.answer, "specialist": answers[adapter][i],
-                          "base": answers[None][i]} for i, e in enumerate(examples[:5])]
+                "specialist": score([texts[adapter][i] for i in idx], sub),
+                "base": score([texts[None][i] for i in idx], sub)}
+    result["samples"] = [{"question": e.question, "gold": e.answer, "specialist": texts[adapter][i],
+                          "base": texts[None][i]} for i, e in enumerate(examples[:5])]
     return result

@@ -1,0 +1,52 @@
+"""Abstention decided apart from the answer: the no-answer margin, its threshold, the official score."""
+
+import pytest
+
+from council.engine import Engine, Generation, Request
+from council.prompts import ABSTAIN_ANSWER
+from specialists.data import Example
+from specialists.evaluate import decide, fit_threshold, margin, score
+
+
+def _gen(text, first, abstain):
+    return Generation(text=text, adapter=None, token_ids=[1], token_logprobs=[first], prompt_tokens=3,
+                      finished=True, seconds=0.0, abstain_logprob=abstain)
+
+
+def _ex(i, answer):
+    return Example(f"q{i}", f"Question {i}?", answer or ABSTAIN_ANSWER, context=("ctx",),
+                   kind="squad" if answer else "squad_unanswerable", answers=(answer,) if answer else ())
+
+
+def test_margin_and_greedy_decision():
+    rows = [_gen("Paris", -0.1, -3.0), _gen("Rollo", -2.0, -0.5)]
+    assert margin(rows[0]) == pytest.approx(-2.9) and margin(rows[1]) == pytest.approx(1.5)
+    assert decide(rows) == ["Paris", ABSTAIN_ANSWER]  # threshold 0: what greedy decoding would say
+    assert decide(rows, threshold=2.0) == ["Paris", "Rollo"]
+
+
+def test_fitted_threshold_beats_greedy_when_the_reader_over_abstains():
+    # right answers whose margins are mildly positive (greedy abstains), and unanswerable ones far above
+    examples = [_ex(0, "Paris"), _ex(1, "1066"), _ex(2, None), _ex(3, None)]
+    rows = [_gen("Paris", -1.0, -0.5), _gen("1066", -1.0, -0.2), _gen("Rollo", -2.0, 0.0), _gen("x", -3.0, 0.0)]
+    assert score(decide(rows), examples)["official"]["f1"] == 50.0
+    t = fit_threshold(rows, examples)
+    assert 0.8 < t < 2.0
+    assert score(decide(rows, t), examples)["official"] == {
+        "exact": 100.0, "f1": 100.0, "total": 4, "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 2,
+        "NoAns_exact": 100.0, "NoAns_f1": 100.0, "NoAns_total": 2}
+    # when greedy is already best, the fit keeps 0
+    assert fit_threshold([_gen("Paris", -0.1, -3.0), _gen("y", -3.0, 0.0)], [_ex(0, "Paris"), _ex(2, None)]) == 0.0
+
+
+def test_answer_only_bans_the_abstention_and_scores_it(tiny_model_dir):
+    from council import base_model
+
+    engine = Engine(base_model.load(tiny_model_dir))
+    request = Request([{"role": "user", "content": "Question: who?"}])
+    free = engine.generate([request], max_new_tokens=4)[0]
+    banned = engine.generate([request], max_new_tokens=4, answer_only=True)[0]
+    assert free.abstain_logprob == pytest.approx(banned.abstain_logprob)  # scored before the ban
+    assert banned.token_ids[:1] != [engine.abstain_token]
+    logits_first = free.token_logprobs[0]
+    assert logits_first >= free.abstain_logprob  # greedy took the most likely first token
