@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from council import base_model
-from council.prompts import render
+from council.prompts import render, reply_text
 from specialists.data import Example
 
 
@@ -36,6 +36,12 @@ class TrainConfig:
     # None = every layer; else the layer indices to adapt. Top layers only make backward cheaper (no gradient
     # flows below the lowest adapted layer) and leave the lower layers shared by all specialists.
     layers: tuple[int, ...] | None = None
+    # The top share of the layers to adapt, for recipes that serve several bases: 1/3 is the top 10 of
+    # SmolLM2-135M's 30 layers and the top 6 of Gemma 3 270M's 18. Exclusive with `layers`.
+    layer_fraction: float | None = None
+    # A PEFT adapter folder (a shared reader) whose LoRA weights this run starts from instead of zero;
+    # its rank, modules and layers must be this config's.
+    init_adapter: str | None = None
     learning_rate: float = 3e-4
     batch_size: int = 8
     max_steps: int = 200
@@ -55,11 +61,20 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.dropout={self.dropout}: must be in [0, 1)")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate}: must be > 0")
+        if self.layer_fraction is not None and not (0 < self.layer_fraction <= 1 and self.layers is None):
+            raise ValueError(f"TrainConfig.layer_fraction={self.layer_fraction}: must be in (0, 1], and not "
+                             "given together with layers")
         if not self.target_modules:
             raise ValueError("TrainConfig.target_modules is empty: name the Linear modules to adapt, e.g. q_proj")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def layer_indices(self, num_layers: int) -> list[int] | None:
+        """The decoder layers to adapt in a model of `num_layers` (None = all)."""
+        if self.layer_fraction is not None:
+            return list(range(num_layers - max(1, round(num_layers * self.layer_fraction)), num_layers))
+        return list(self.layers) if self.layers is not None else None
 
 
 @dataclass
@@ -93,14 +108,26 @@ def tokenize(tokenizer, example: Example) -> tuple[list[int], list[int]]:
         ids = tokenizer(example.text() + eos, add_special_tokens=False)["input_ids"]
         return ids, list(ids)
     prompt = tokenizer(render(tokenizer, example.messages()), add_special_tokens=False)["input_ids"]
-    answer = tokenizer(example.answer + eos, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(reply_text(tokenizer, example.answer) + eos, add_special_tokens=False)["input_ids"]
     return prompt + answer, [-100] * len(prompt) + answer
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    order = list(range(n))
-    random.Random(f"{seed}/{epoch}").shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+BUCKET_BATCHES = 32  # batches whose rows are grouped by length, then shuffled back into the epoch
+
+
+def _batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: a shuffled order, cut into buckets of BUCKET_BATCHES batches whose rows are sorted
+    by length before batching. A batch is padded to its longest row, and reading examples range from 100 to
+    480 tokens: grouping like lengths saves most of the padding, while the shuffles keep batches random."""
+    rng = random.Random(f"{seed}/{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for b in range(0, len(order), BUCKET_BATCHES * batch_size):
+        bucket = sorted(order[b:b + BUCKET_BATCHES * batch_size], key=lambda i: lengths[i])
+        batches += [bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -137,6 +164,23 @@ def _store_half(weights: Path) -> None:
               metadata={"format": "pt"})
 
 
+def _start_from(model, folder: Path, device: str) -> None:
+    """Load a finished adapter's LoRA weights (a shared reader) as this run's starting point; every LoRA
+    weight of the run must come from it, or the shapes differ and the run would silently start half at zero."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"init_adapter {folder}: no adapter_model.safetensors (a finished PEFT adapter folder)")
+    state = {k: v.float() for k, v in load_file(weights, device=device).items()}
+    result = set_peft_model_state_dict(model, state)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"init_adapter {folder} does not fit this run's LoRA shape (rank, modules, layers): "
+                         f"{len(missing)} weights missing, {len(result.unexpected_keys)} unexpected")
+
+
 def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig | None = None, *,
           progress: bool = True) -> TrainResult:
     """Train a LoRA adapter on `examples` and save it as a PEFT folder at `out_dir`."""
@@ -161,8 +205,10 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
         raise ValueError(f"every example is longer than max_length={config.max_length} tokens")
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM",
-                      layers_to_transform=list(config.layers) if config.layers is not None else None)
+                      layers_to_transform=config.layer_indices(base.model.config.num_hidden_layers))
     model = get_peft_model(base.model, lora).to(device)
+    if config.init_adapter:
+        _start_from(model, Path(config.init_adapter), device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
@@ -174,7 +220,8 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     start, losses = 0, []
     if (checkpoint / "state.pt").is_file():
         state = torch.load(checkpoint / "state.pt", weights_only=False)
-        if state["config"] != config.to_dict() or state["examples"] != len(kept):
+        same = lambda c: {k: v for k, v in c.items() if k != "threads"}  # noqa: E731 (threads change no result)
+        if same(state["config"]) != same(config.to_dict()) or state["examples"] != len(kept):
             raise ValueError(f"{checkpoint} was made by another config or data set: delete it to start over")
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=device))
         optimizer.load_state_dict(state["optimizer"])
@@ -183,10 +230,11 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
         torch.set_rng_state(state["rng"])
 
     per_epoch = math.ceil(len(kept) / config.batch_size)
+    lengths = [len(ids) for ids, _ in kept]
     t0 = time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=start, desc=f"training {out_dir.name}", disable=not progress)
     for step in range(start, config.max_steps):
-        batch = _batches(len(kept), config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
+        batch = _batches(lengths, config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
         inputs = {k: v.to(device) for k, v in _collate([kept[i] for i in batch], tokenizer.pad_token_id).items()}
         loss = answer_loss(model, inputs)
         loss.backward()

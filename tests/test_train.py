@@ -61,3 +61,20 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path
 def test_empty_training_set_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="training set is empty"):
         train([], tmp_path / "x", _config(tiny_model_dir))
+
+
+def test_layer_fraction_adapts_the_top_layers_and_a_run_can_start_from_a_reader(tiny_model_dir, tmp_path):
+    assert TrainConfig(layer_fraction=1 / 3).layer_indices(30) == list(range(20, 30))
+    assert TrainConfig(layer_fraction=1 / 3).layer_indices(18) == list(range(12, 18))
+    with pytest.raises(ValueError, match="layer_fraction=0: must be in"):
+        TrainConfig(layer_fraction=0)
+    reader = train(EXAMPLES, tmp_path / "reader", _config(tiny_model_dir, layer_fraction=0.5), progress=False)
+    assert all(".layers.1." in k for k in load_file(reader.adapter_dir / "adapter_model.safetensors"))
+    # a domain specialist continuing from the reader starts where the reader ended: its first loss is lower
+    cold = train(EXAMPLES, tmp_path / "cold", _config(tiny_model_dir, layer_fraction=0.5), progress=False)
+    warm = train(EXAMPLES, tmp_path / "warm", _config(tiny_model_dir, layer_fraction=0.5,
+                                                      init_adapter=str(reader.adapter_dir)), progress=False)
+    assert warm.losses[0] < cold.losses[0]
+    with pytest.raises(ValueError, match="does not fit this run's LoRA shape"):
+        train(EXAMPLES, tmp_path / "bad", _config(tiny_model_dir, layers=(0,), init_adapter=str(reader.adapter_dir)),
+              progress=False)
