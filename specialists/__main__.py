@@ -29,23 +29,25 @@ def _train(args) -> int:
 
 
 def _build(args) -> int:
-    from specialists.catalog import CATALOG_DIR, RECIPES, build
+    from specialists.catalog import CATALOG_DIR, RECIPES, build_all
 
     names = args.only or list(RECIPES)
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         print(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: must be at least 1")
     out = Path(args.out) if args.out else CATALOG_DIR
-    for name in names:
-        if (out / name / "specialist.json").is_file() and not args.force:
-            print(f"{name}: already built (use --force to rebuild)")
+    for name, card in build_all(names, out, force=args.force, threads=args.threads, eval_limit=args.eval_limit,
+                                address=args.address, use_ray=not args.no_ray):
+        if card is None:
+            print(f"{name}: already built (use --force to rebuild)", file=sys.stderr)
             continue
-        card = build(RECIPES[name], out, threads=args.threads, eval_limit=args.eval_limit)
-        e = card.eval
-        print(f"{name}: answerable F1 {e['answerable_f1']} (base {e['base']['answerable_f1']}), abstain F1 "
-              f"{e.get('abstain_f1')} (base {e['base'].get('abstain_f1')}), "
-              f"built in {card.training['build_seconds']:.0f} s", flush=True)
+        e, o = card.eval, card.eval.get("official", {})
+        print(f"{name}: official F1 {o.get('f1', '-')} (base {e['base'].get('official', {}).get('f1', '-')}), "
+              f"HasAns F1 {o.get('HasAns_f1', '-')}, NoAns {o.get('NoAns_exact', '-')}, "
+              f"built in {card.training['build_seconds'] / 60:.0f} min", flush=True)
     return 0
 
 
@@ -54,6 +56,8 @@ def _evaluate(args) -> int:
     from specialists.catalog import CATALOG_DIR, RECIPES, evaluate_test, get, held_out, load_catalog, recipe_data
 
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
+    if args.squad:
+        return _evaluate_file(args, specialist)
     if specialist.name not in RECIPES:
         raise ValueError(f"{specialist.name}: no recipe in specialists.catalog.RECIPES, so no held-out questions; "
                          f"evaluate scores the catalog's own specialists")
@@ -77,15 +81,74 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _evaluate_file(args, specialist) -> int:
+    """Score a specialist and its base model on any SQuAD-format file, every question counted as unseen."""
+    import json
+    import random
+
+    from council import base_model
+    from council.metrics import OFFICIAL_KEYS, always_abstain_score
+    from specialists.catalog import evaluate_test, recipe_for
+    from specialists.data import squad_examples
+
+    out = Path(args.json) if args.json else None
+    if out is not None and out.exists() and not _is_our_output(out):
+        raise ValueError(f"--json {out}: the file exists and is not an earlier `evaluate --json` output; "
+                         "choose another path (council never overwrites a file it did not write)")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be at least 1")
+    examples = squad_examples(args.squad)
+    if args.limit is not None and args.limit < len(examples):
+        examples = random.Random(0).sample(examples, args.limit)  # a fixed sample: the same on every run
+    card = specialist.card
+    base = base_model.load(card.base_model["name"])
+    scores = evaluate_test(recipe_for(specialist), specialist.path, base, examples, split=str(args.squad),
+                           threads=args.threads, base_fingerprint=card.base_model.get("fingerprint"),
+                           threshold=card.eval.get("no_answer", {}).get("threshold"),
+                           base_threshold=card.eval.get("base_no_answer", {}).get("threshold"))
+    result = {**scores["official"], "base": scores["base"]["official"],
+              "always_abstain": always_abstain_score([e.answers for e in examples]),
+              "specialist": specialist.name, "squad_file": str(args.squad),
+              "no_answer": {"specialist": scores["no_answer"], "base": scores["base_no_answer"]}}
+    rows = [("specialist " + specialist.name, result), ("base model", result["base"]),
+            ("always abstain", result["always_abstain"])]
+    print(f"{specialist.name} on {args.squad} ({len(examples)} questions, official SQuAD 2.0 score)")
+    print("| | " + " | ".join(OFFICIAL_KEYS) + " |\n|---|" + "---|" * len(OFFICIAL_KEYS))
+    for label, r in rows:
+        print(f"| {label} | " + " | ".join(str(r.get(k, "-")) for k in OFFICIAL_KEYS) + " |")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _is_our_output(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {"exact", "f1", "total", "base", "specialist"} <= set(data)
+
+
 def _list(args) -> int:
     from specialists.catalog import CATALOG_DIR, load_catalog
 
-    print("| specialist | held-out questions | answerable F1 (base) | abstain F1 (base) | train time | description |")
-    print("|---|---|---|---|---|---|")
+    print("| specialist | held-out questions | official F1 (base) | HasAns F1 | NoAns acc | always abstain "
+          "| answerable F1 (base) | abstain F1 (base) | train time | description |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in load_catalog(args.root or CATALOG_DIR).values():
         e, b = s.card.eval, s.card.eval.get("base", {})
+        o = e.get("official", {})
+        # the official score counts an abstention on an unanswerable question as right: abstaining on all
+        # scores the unanswerable share
+        floor = round(100 * e["n_unanswerable"] / e["n"], 1) if e.get("n") else "-"
         minutes = s.card.training.get("result", {}).get("seconds", 0) / 60
         print(f"| {s.name} | {e.get('split_size', '-')} "
+              f"| {o.get('f1', '-')} ({b.get('official', {}).get('f1', '-')}) | {o.get('HasAns_f1', '-')} "
+              f"| {o.get('NoAns_exact', '-')} | {floor} "
               f"| {e.get('answerable_f1', '-')} ({b.get('answerable_f1', '-')}) "
               f"| {e.get('abstain_f1', '-')} ({b.get('abstain_f1', '-')}) | {minutes:.0f} min | {s.card.description} |")
     return 0
@@ -121,6 +184,8 @@ def main(argv=None) -> int:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="held-out test questions per SQuAD domain")
     b.add_argument("--force", action="store_true", help="rebuild specialists already built")
+    b.add_argument("--address", help="Ray cluster to build on (default: $RAY_ADDRESS, else an embedded local Ray)")
+    b.add_argument("--no-ray", action="store_true", help="build in this process, one after another, with progress")
     b.set_defaults(func=_build)
     e = sub.add_parser("evaluate", help="score a catalog specialist against the base model on held-out questions")
     e.add_argument("name", help="the specialist")
@@ -132,6 +197,11 @@ def main(argv=None) -> int:
     e.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
                    help="SQuAD test questions sampled, as build-catalog (other splits are scored whole)")
     e.add_argument("--write", action="store_true", help="store the scores in the card")
+    e.add_argument("--squad", help="score on this SQuAD-format file instead (every question counted as unseen), "
+                                   "with the official SQuAD 2.0 score")
+    e.add_argument("--limit", type=int, default=None, help="with --squad: a fixed random sample of N questions")
+    e.add_argument("--json", help="with --squad: write the official keys (specialist at the top, base model "
+                                  "under 'base') to this file")
     e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")
     ls.add_argument("--root", help="catalog folder")

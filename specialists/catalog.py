@@ -63,7 +63,7 @@ class Recipe:
     name: str
     domain: str
     description: str
-    source: str  # "squad" or "synthetic"
+    source: str  # "squad" (a domain's articles), "reading" (specialists.reading) or "synthetic"
     titles: tuple[str, ...] = ()  # squad articles
     seed: int = 0  # synthetic domain seed
     augmented: bool = True
@@ -82,6 +82,12 @@ class Recipe:
     # Articles of other domains whose training questions are mixed in, as many as the domain's own: reading
     # practice for a domain too small to learn reading from (economics, one article; see RECIPES).
     practice_titles: tuple[str, ...] = ()
+    # A "reading" recipe's training mix: this many examples of the train articles of these sources
+    reading_size: int = 0
+    reading_sources: tuple[str, ...] = ()
+    # A catalog specialist (the shared reader) whose adapter this one continues training from; it is built first
+    starts_from: str | None = None
+    cpus: int = 2  # what its build asks of Ray: torch threads for training and evaluation
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def steps(self, examples: int) -> int:
@@ -104,7 +110,16 @@ _DESCRIPTIONS = {
     "medicine_biology": "Medicine and biology: the immune system, immunity and disease.",
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
 }
+# The shared reader: general reading practice on the train articles of every reading source, a third of it
+# unanswerable (the files' own, then swaps); abstention is then decided by a no-answer threshold fitted on
+# validation articles (specialists.evaluate), not by the mix alone.
+_READER_TRAIN = TrainConfig(layer_fraction=1 / 3, target_modules=ATTENTION + MLP, learning_rate=1e-3,
+                            max_steps=1500, checkpoint_every=50)
+READER = Recipe("reader", "reading", "A general reader: answers from the given paragraph, or says it does not "
+                "know.", "reading", reading_size=12_000, unanswerable_share=1 / 3, routable=False,
+                reading_sources=("squad2", "squad11", "squadshifts", "tydiqa", "tydiqa_dev"), train=_READER_TRAIN)
 RECIPES: dict[str, Recipe] = {
+    "reader": READER,
     **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN)
        for d, t in SQUAD_DOMAINS.items() if d != "economics"},
     # One article, 80 answerable training questions: at a quarter unanswerable economics said "I don't know"
@@ -131,6 +146,10 @@ RECIPES: dict[str, Recipe] = {
 
 
 EVAL_LIMIT = 120  # test questions per SQuAD domain the card's eval samples (history has 284)
+VALIDATION_LIMIT = 120  # validation questions a no-answer threshold is fitted on
+# A reading example's paragraph is cut to this many sentences around its answer: 204 tokens a prompt on
+# average (p90 265) against 235 for the whole paragraphs of the test articles, and no 500-token outliers.
+READING_SENTENCES = 4
 
 
 def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: int = EVAL_LIMIT):
@@ -139,6 +158,17 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     from specialists.data import AUGMENT_SEP, squad_examples
     from specialists.synthetic import make_domain
 
+    if recipe.source == "reading":
+        from specialists import reading
+
+        sets = [reading.read(s, "train") for s in recipe.reading_sources]
+        train = [reading.windowed(e, READING_SENTENCES) for e in reading.mix(
+            sets, size=recipe.reading_size, unanswerable_share=recipe.unanswerable_share, seed=recipe.seed)]
+        sources = [{"path": reading.READING_FILES[s.source], "split": "train (whole articles)",
+                    "questions": len(s.examples), "swaps": len(s.swaps)} for s in sets]
+        sources.append({"mix": len(train), "unanswerable_share": round(recipe.unanswerable_share, 3),
+                        "context_sentences": READING_SENTENCES})
+        return train, unseen_test(eval_limit), sources
     if recipe.source == "squad":
         train = squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3)
         if recipe.paragraph_views:
@@ -174,6 +204,33 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
     return train, test, sources
 
 
+def unseen_test(limit: int = EVAL_LIMIT):
+    """A sample of the reading data's SQuAD 2.0 test articles (whole articles no specialist trained on)."""
+    from specialists import reading
+
+    test = reading.read("squad2", "test").examples
+    return random.Random(0).sample(test, min(limit, len(test)))
+
+
+def validation_data(recipe: Recipe, limit: int = VALIDATION_LIMIT):
+    """The questions a recipe's no-answer threshold is fitted on: the reading data's SQuAD 2.0 validation
+    articles for a reader, the domain's validation questions for a SQuAD specialist, none for a synthetic one."""
+    from specialists import reading
+
+    if recipe.source == "synthetic":
+        return []
+    pool = reading.read("squad2", "validation").examples if recipe.source == "reading" \
+        else held_out(recipe, ("validation",))
+    return random.Random(0).sample(pool, min(limit, len(pool)))
+
+
+def recipe_for(specialist: Specialist) -> Recipe:
+    """The catalog recipe of a built specialist, or for one built elsewhere a stand-in that names it."""
+    if specialist.name in RECIPES:
+        return RECIPES[specialist.name]
+    return Recipe(specialist.name, specialist.card.domain, specialist.card.description, "squad")
+
+
 def held_out(recipe: Recipe, splits=("validation", "test"), *, squad_file: Path = SQUAD_FILE):
     """A SQuAD recipe's questions of the held-out `splits`, with their full paragraphs as the context."""
     from specialists.data import squad_examples
@@ -196,7 +253,8 @@ def _rebalance(examples, share: float, seed: int = 0, size: int | None = None):
 
 
 def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None = None,
-          eval_limit: int = EVAL_LIMIT, squad_file: Path = SQUAD_FILE, progress: bool = True) -> SpecialistCard:
+          eval_limit: int = EVAL_LIMIT, validation_limit: int = VALIDATION_LIMIT, squad_file: Path = SQUAD_FILE,
+          progress: bool = True) -> SpecialistCard:
     """Train, evaluate and write one catalog specialist (resuming an interrupted training run)."""
     from collections import Counter
 
@@ -206,13 +264,20 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
 
     out = out_root / recipe.name
     train_set, test_set, sources = recipe_data(recipe, squad_file=squad_file, eval_limit=eval_limit)
-    config = replace(recipe.train, max_steps=recipe.steps(len(train_set)), threads=threads or recipe.train.threads)
+    config = replace(recipe.train, max_steps=recipe.steps(len(train_set)), threads=threads or recipe.cpus)
+    if recipe.starts_from:
+        start = out_root / recipe.starts_from
+        if not (start / "specialist.json").is_file():
+            raise ValueError(f"{recipe.name} starts from {recipe.starts_from!r}, which is not built in {out_root}: "
+                             f"build it first (`build-catalog --only {recipe.starts_from}`)")
+        config = replace(config, init_adapter=str(start))
     t0 = time.perf_counter()
     result = train(train_set, out, config, progress=progress)
     base = base_model.load(config.base_model)
     # the router learns the domain from its own questions, not from derived or borrowed ones
     questions = [e.question for e in train_set if e.question and AUGMENT_SEP not in e.id]
-    scores = evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress)
+    scores = evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress,
+                           validation=validation_data(recipe, validation_limit))
     card = SpecialistCard(
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},
@@ -226,12 +291,66 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
 
 
 def evaluate_test(recipe: Recipe, adapter_dir: Path, base, test_set, *, split: str = "test",
-                  threads: int | None = None, base_fingerprint: str | None = None, progress: bool = True) -> dict:
-    """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set` (the `split`)."""
+                  threads: int | None = None, base_fingerprint: str | None = None, progress: bool = True,
+                  validation=(), threshold: float | None = None, base_threshold: float | None = None) -> dict:
+    """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set` (the `split`),
+    with no-answer thresholds fitted on `validation` (or the given ones; else greedy)."""
     from council.engine import Engine
     from specialists.evaluate import evaluate
 
     engine = Engine(base, threads=threads)
     engine.load_adapter(recipe.name, adapter_dir, base_fingerprint=base_fingerprint)
-    scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress)
+    scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress,
+                      validation=validation, threshold=threshold, base_threshold=base_threshold)
     return {**scores, "split": split, "split_size": len(test_set)}
+
+
+def build_all(names, out_root: Path = CATALOG_DIR, *, force: bool = False, threads: int | None = None,
+              eval_limit: int = EVAL_LIMIT, address: str | None = None, use_ray: bool = True,
+              recipes: dict[str, Recipe] = RECIPES):
+    """Build the named recipes, each as a Ray task asking for its recipe's CPUs (a cluster builds them in
+    parallel; the embedded local Ray, one at a time on 2 cores); yields (name, card or None when it was
+    already built) as each finishes. A recipe that starts from another waits for it. Resumable: built ones
+    are skipped, and an interrupted training run resumes from its checkpoint."""
+    todo = [n for n in names if force or not (out_root / n / "specialist.json").is_file()]
+    for n in names:
+        if n not in todo:
+            yield n, None
+    if not todo:
+        return
+    if not use_ray:
+        for n in _in_order(todo, recipes):
+            yield n, build(recipes[n], out_root, threads=threads, eval_limit=eval_limit)
+        return
+    import ray
+
+    from council.hosts import connect
+
+    started = connect(address)
+    try:
+        task = ray.remote(_build_task)
+        refs: dict[str, object] = {}
+        for n in _in_order(todo, recipes):
+            recipe = recipes[n]
+            after = [refs[recipe.starts_from]] if recipe.starts_from in refs else []
+            refs[n] = task.options(num_cpus=threads or recipe.cpus, name=f"build:{n}").remote(
+                recipe, str(out_root), threads, eval_limit, *after)
+        pending = {ref: n for n, ref in refs.items()}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            n = pending.pop(done[0])
+            yield n, SpecialistCard(**ray.get(done[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _in_order(names, recipes):
+    """Names with every recipe after the one it starts from."""
+    return sorted(names, key=lambda n: recipes[n].starts_from is not None)
+
+
+def _build_task(recipe: Recipe, out_root: str, threads: int | None, eval_limit: int, *_after) -> dict:
+    """One build inside a Ray worker; `_after` is the reader it waits for. Returns the card as a dict (plain
+    data crosses the object store)."""
+    return build(recipe, Path(out_root), threads=threads, eval_limit=eval_limit, progress=False).to_dict()

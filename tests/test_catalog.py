@@ -48,3 +48,35 @@ def test_practice_borrows_as_many_training_questions_from_other_domains():
     assert all("(1973_oil_crisis)" in e.source for e in own)
     assert not any("(1973_oil_crisis)" in e.source for e in practice)
     assert {split_of(root_id(e.id)) for e in practice} == {"train"}
+
+
+def test_the_reader_trains_on_train_articles_only_and_is_scored_on_unseen_ones():
+    from dataclasses import replace
+
+    from specialists.domains import article_split
+
+    train, test, sources = recipe_data(replace(RECIPES["reader"], reading_size=400), eval_limit=50)
+    title = lambda e: e.source.split("] (", 1)[1].split(")")[0] if "] (" in e.source else ""  # noqa: E731
+    assert len(train) == 400 and {article_split(title(e)) for e in train} == {"train"}
+    assert sum(not e.answerable for e in train) == round(400 / 3)
+    assert {article_split(title(e)) for e in test} == {"test"} and len(test) == 50
+    assert sources[-1]["mix"] == 400
+
+
+@pytest.mark.ray
+def test_build_all_runs_each_build_as_a_ray_task_after_the_one_it_starts_from(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from specialists.catalog import Recipe, build_all
+    from specialists.train import TrainConfig
+
+    config = TrainConfig(base_model=str(tiny_model_dir), max_steps=2, batch_size=4, layers=(1,),
+                         target_modules=("q_proj", "v_proj"), max_length=256)
+    first = Recipe("first", "fiction_orrune", "tiny reader", "synthetic", seed=1, cpus=1, train=config)
+    recipes = {"second": replace(first, name="second", starts_from="first"), "first": first}
+    built = dict(build_all(["second", "first"], tmp_path, recipes=recipes, eval_limit=2))
+    assert set(built) == {"first", "second"} and all(card is not None for card in built.values())
+    assert built["second"].training["config"]["init_adapter"] == str(tmp_path / "first")
+    assert (tmp_path / "second" / "adapter_model.safetensors").is_file()
+    again = dict(build_all(["first", "second"], tmp_path, recipes=recipes, use_ray=False))
+    assert again == {"first": None, "second": None}  # built ones are skipped: a rerun resumes

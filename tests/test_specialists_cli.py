@@ -43,3 +43,43 @@ def test_evaluate_writes_the_cards_eval_on_test_and_other_splits_as_held_out(tmp
     after = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
     assert after["held_out"]["split"] == "validation" and after["held_out"]["split_size"] == after["held_out"]["n"] > 3
     assert {k: v for k, v in after.items() if k != "held_out"} == written  # the test eval is kept
+
+
+def test_evaluate_any_squad_file_writes_the_official_keys(tmp_path, capsys):
+    from council import base_model
+    from council.metrics import OFFICIAL_KEYS
+
+    model = build_tiny_model(tmp_path / "model", context=1024)
+    root = tmp_path / "catalog"
+    make_lora(model, root / "reader", seed=1)
+    SpecialistCard(name="reader", domain="reading", description="reads", training={}, routing={"examples": []},
+                   base_model={"name": str(model), "fingerprint": base_model.load(model).fingerprint},
+                   code_version="test", eval={"no_answer": {"threshold": 1.5}}).save(root / "reader")
+    squad = tmp_path / "unseen.json"
+    squad.write_text(json.dumps({"version": "v2.0", "data": [{"title": "T", "paragraphs": [
+        {"context": "The Normans conquered England in 1066.", "qas": [
+            {"id": "a", "question": "When?", "answers": [{"text": "1066", "answer_start": 33}]},
+            {"id": "b", "question": "Who?", "answers": [{"text": "The Normans", "answer_start": 0}]},
+            {"id": "c", "question": "Why?", "answers": [], "is_impossible": True}]}]}]}))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "reader", "--root", str(root), "--squad", str(squad), "--limit", "2",
+                 "--json", str(out)]) == 0
+    assert "reader on" in capsys.readouterr().out
+    scores = json.loads(out.read_text())
+    assert set(OFFICIAL_KEYS) - {"NoAns_exact", "NoAns_f1", "NoAns_total", "HasAns_exact", "HasAns_f1",
+                                 "HasAns_total"} <= set(scores) and scores["total"] == 2
+    assert set(scores["base"]) >= {"exact", "f1", "total"} and scores["base"]["total"] == 2
+    assert scores["no_answer"]["specialist"]["threshold"] == 1.5  # the card's fitted threshold is used
+
+    assert main(["evaluate", "reader", "--root", str(root), "--squad", str(squad), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["total"] == 3  # its own earlier output may be replaced
+
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}')
+    assert main(["evaluate", "reader", "--root", str(root), "--squad", str(squad), "--json", str(mine)]) == 2
+    assert "is not an earlier `evaluate --json` output" in capsys.readouterr().err
+    assert mine.read_text() == '{"my": "notes"}'
+    assert main(["evaluate", "reader", "--root", str(root), "--squad", str(tmp_path / "none.json")]) == 2
+    assert "none.json: no such file" in capsys.readouterr().err
+    assert main(["evaluate", "reader", "--root", str(root), "--squad", str(squad), "--limit", "0"]) == 2
+    assert "--limit 0: must be at least 1" in capsys.readouterr().err
