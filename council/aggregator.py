@@ -54,6 +54,8 @@ class Vote:
     route_score: float = 1.0  # the router's score for this specialist (a cosine; negatives count as 0)
     reliability: float = 1.0  # from the specialist's card, 0-1 (e.g. its validation accuracy)
     mean_logprob: float | None = None  # mean token log-prob of the answer; exp() of it is a 0-1 confidence
+    # log P(abstain) - log P(the answer's first token): the specialist abstains above its card's threshold
+    no_answer_margin: float | None = None
     latency_s: float | None = None
     error: str | None = None
 
@@ -64,8 +66,10 @@ class Vote:
             raise ValueError(f"route_score={self.route_score!r}: must be a finite number")
         if not 0.0 <= self.reliability <= 1.0:
             raise ValueError(f"reliability={self.reliability!r}: must be between 0 and 1")
-        if self.mean_logprob is not None and not math.isfinite(self.mean_logprob):
-            raise ValueError(f"mean_logprob={self.mean_logprob!r}: must be finite (or None when unknown)")
+        for name in ("mean_logprob", "no_answer_margin"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}={value!r}: must be finite (or None when unknown)")
 
     @property
     def missing(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from council.aggregator import Aggregate, Vote, aggregate, grounding
 from council.config import ConfigError, CouncilConfig
 from council.engine import Request
 from council.hosts import AdapterSpec, Host, HostFailure, HostGroup, HostSpec
-from council.prompts import rag_messages
+from council.prompts import ABSTAIN_ANSWER, rag_messages
 from council.retrieval import Context, pack
 from council.router import Profile, RouteChoice, Router
 
@@ -159,15 +160,24 @@ class Council:
         return [Request(messages, name, self.config.max_new_tokens) for name in voters]
 
     def votes(self, route: RouteChoice, requests: Sequence[Request], generations) -> list[Vote]:
-        """A vote per row; a row whose host timed out or died (a HostFailure) is a missing vote."""
+        """A vote per row; a row whose host timed out or died (a HostFailure) is a missing vote.
+
+        Rows come from `answer_only` generation: each holds its best answer and its no-answer margin, and a
+        specialist abstains when the margin is above its card's threshold (0, plain greedy, without one)."""
         votes = []
         for r, g in zip(requests, generations):
+            card = self.specialists[r.adapter].card if r.adapter else None
             who = dict(specialist=r.adapter or BASE_VOTER, route_score=max(route.scores.get(r.adapter, 1.0), 0.0),
-                       reliability=self.specialists[r.adapter].card.reliability if r.adapter else 0.5)
+                       reliability=card.reliability if card else 0.5)
             if isinstance(g, HostFailure):
                 votes.append(Vote(answer="", error=g.error, **who))
-            else:
-                votes.append(Vote(answer=g.text, mean_logprob=g.mean_logprob, latency_s=round(g.seconds, 4), **who))
+                continue
+            margin = g.no_answer_margin
+            abstains = margin > (card.no_answer_threshold if card else 0.0)
+            votes.append(Vote(answer=ABSTAIN_ANSWER if abstains else g.text,
+                              mean_logprob=g.abstain_logprob if abstains else g.mean_logprob,
+                              no_answer_margin=round(margin, 4) if math.isfinite(margin) else None,
+                              latency_s=round(g.seconds, 4), **who))
         return votes
 
     def verdict(self, question: str, truncated: bool, route: RouteChoice, context: Context, votes: list[Vote],
@@ -219,7 +229,8 @@ class Council:
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
             t1 = time.perf_counter()
-            outs = self.host.generate([req for _, req in chunk], max_new_tokens=self.config.max_new_tokens)
+            outs = self.host.generate([req for _, req in chunk], max_new_tokens=self.config.max_new_tokens,
+                                      answer_only=True)
             elapsed = time.perf_counter() - t1
             for j, ((i, _), g) in enumerate(zip(chunk, outs)):
                 generations[start + j] = g

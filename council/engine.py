@@ -88,6 +88,14 @@ class Generation:
         self.new_tokens = len(self.token_ids)
 
     @property
+    def no_answer_margin(self) -> float:
+        """log P(abstain) minus log P(the answer's first token) at the first step, for a row generated with
+        `answer_only`: above 0, greedy decoding would have abstained; +inf when no answer token came."""
+        if self.abstain_logprob is None:
+            return float("-inf")
+        return self.abstain_logprob - (self.token_logprobs[0] if self.token_logprobs else float("-inf"))
+
+    @property
     def mean_logprob(self) -> float:
         return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else 0.0
 

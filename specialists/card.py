@@ -46,6 +46,12 @@ class SpecialistCard:
         scores = [self.eval[k] for k in ("answerable_f1", "abstain_f1") if k in self.eval]
         return round(sum(scores) / len(scores) / 100, 3) if scores else 0.5
 
+    @property
+    def no_answer_threshold(self) -> float:
+        """Above this no-answer margin the specialist abstains: fitted on validation questions at build time
+        (specialists.evaluate.fit_threshold); 0, plain greedy decoding, for a card without one."""
+        return float(self.eval.get("no_answer", {}).get("threshold", 0.0))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

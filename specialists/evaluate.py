@@ -18,22 +18,16 @@ from council.prompts import ABSTAIN_ANSWER
 from specialists.data import Example
 
 
-def margin(generation: Generation) -> float:
-    """The no-answer margin of a row generated with `answer_only`: above 0, greedy decoding would abstain."""
-    first = generation.token_logprobs[0] if generation.token_logprobs else float("-inf")
-    return (generation.abstain_logprob if generation.abstain_logprob is not None else float("-inf")) - first
-
-
 def decide(generations: Sequence[Generation], threshold: float = 0.0) -> list[str]:
     """Each row's answer, or the abstention where its no-answer margin is above `threshold`."""
-    return [ABSTAIN_ANSWER if margin(g) > threshold else g.text for g in generations]
+    return [ABSTAIN_ANSWER if g.no_answer_margin > threshold else g.text for g in generations]
 
 
 def fit_threshold(generations: Sequence[Generation], examples: Sequence[Example]) -> float:
     """The no-answer threshold with the best official F1 on these (validation) questions; of equals, the one
     nearest 0 (plain greedy)."""
     golds = [e.answers for e in examples]
-    margins = sorted({margin(g) for g in generations} - {float("inf"), float("-inf")})
+    margins = sorted({g.no_answer_margin for g in generations} - {float("inf"), float("-inf")})
     # a cut between each pair of neighbouring margins, and one beyond either end
     candidates = [0.0, *(m - 1e-6 for m in margins[:1]), *((a + b) / 2 for a, b in zip(margins, margins[1:])),
                   *(m + 1e-6 for m in margins[-1:])]

@@ -164,3 +164,24 @@ def test_demo_council_on_the_real_model(real_base, tmp_path, monkeypatch):
     assert any(council.store.get(i).title == "Normans" for i in v.context)
     assert len(v.votes) == len(v.route.chosen) and all(vote.answer for vote in v.votes)
     assert v.abstained or "France" in v.answer
+
+
+def test_a_specialist_abstains_above_its_cards_no_answer_threshold(tiny_model_dir, tiny_catalog, store, tmp_path):
+    import shutil
+
+    from council.prompts import ABSTAIN_ANSWER
+
+    question = "When did the Normans conquer England?"
+    plain = make(tiny_model_dir, tiny_catalog, store, specialists=["history"])
+    vote = plain.ask(question).votes[0]
+    assert vote.no_answer_margin is not None  # every vote shows how close it came to abstaining
+    for threshold, abstains in ((vote.no_answer_margin - 1, True), (vote.no_answer_margin + 1, False)):
+        root = tmp_path / f"t{threshold}"
+        shutil.copytree(tiny_catalog, root)
+        card = SpecialistCard.load(root / "history")
+        card.eval["no_answer"] = {"threshold": threshold}
+        card.save(root / "history")
+        again = make(tiny_model_dir, root, store, specialists=["history"]).ask(question).votes[0]
+        assert (again.answer == ABSTAIN_ANSWER) is abstains
+        assert again.no_answer_margin == vote.no_answer_margin
+    assert plain.ask(question).votes[0].answer == vote.answer  # threshold 0 is plain greedy: unchanged

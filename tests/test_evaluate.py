@@ -5,7 +5,7 @@ import pytest
 from council.engine import Engine, Generation, Request
 from council.prompts import ABSTAIN_ANSWER
 from specialists.data import Example
-from specialists.evaluate import decide, fit_threshold, margin, score
+from specialists.evaluate import decide, fit_threshold, score
 
 
 def _gen(text, first, abstain):
@@ -20,7 +20,7 @@ def _ex(i, answer):
 
 def test_margin_and_greedy_decision():
     rows = [_gen("Paris", -0.1, -3.0), _gen("Rollo", -2.0, -0.5)]
-    assert margin(rows[0]) == pytest.approx(-2.9) and margin(rows[1]) == pytest.approx(1.5)
+    assert rows[0].no_answer_margin == pytest.approx(-2.9) and rows[1].no_answer_margin == pytest.approx(1.5)
     assert decide(rows) == ["Paris", ABSTAIN_ANSWER]  # threshold 0: what greedy decoding would say
     assert decide(rows, threshold=2.0) == ["Paris", "Rollo"]
 
