@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -287,6 +288,8 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
         routing={"examples": list(dict.fromkeys(questions))[:64], "routable": recipe.routable},
         code_version=code_version(), eval=scores)
     card.save(out)
+    if notice := base_model.notice_for(config.base_model):  # e.g. the Gemma Terms of Use travel with its adapters
+        shutil.copyfile(notice, out / notice.name)
     return card
 
 
