@@ -58,6 +58,43 @@ def build_tiny_model(folder: Path, *, hidden: int = 64, layers: int = 2, seed: i
     return folder
 
 
+# Gemma's text is plain (no chat template): its tokenizer also learns the plain template's line ends
+_PLAIN_CORPUS = [*_CORPUS, "Context:\n[1] Paris is a city.\n\nQuestion: What is the capital?\nAnswer: Paris\n\n"]
+GEMMA_LAYERS = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention",
+                "sliding_attention", "full_attention"]
+
+
+def build_tiny_gemma(folder: Path, *, hidden: int = 64, seed: int = 0, sliding_window: int = 120,
+                     context: int = 512) -> Path:
+    """Save a random Gemma3ForCausalLM (sliding and full attention layers, as Gemma 3 interleaves them) and a
+    Gemma-like tokenizer without a chat template (<bos> added to every text, <eos>, <pad>) as a HF folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids 0-3
+    tok.train_from_iterator(_PLAIN_CORPUS * 4, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                       special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                        unk_token="<unk>", pad_token="<pad>")
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                              num_hidden_layers=len(GEMMA_LAYERS), layer_types=GEMMA_LAYERS,
+                              sliding_window=sliding_window, num_attention_heads=4, num_key_value_heads=1,
+                              head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=context,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+                              initializer_range=0.1)  # peaked next-token choices: no near-ties in greedy tests
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("q_proj", "v_proj"),
               layers: list[int] | None = None) -> Path:
     """A random, non-zero LoRA adapter for the tiny model, saved as a PEFT folder."""
@@ -77,6 +114,11 @@ def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory) -> Path:
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma") / "model")
 
 
 @pytest.fixture(scope="session")
