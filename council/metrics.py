@@ -133,6 +133,28 @@ def always_abstain_score(golds: Sequence[Sequence[str]]) -> dict[str, float | in
     return squad_v2_score([""] * len(golds), golds)
 
 
+def shared_mistakes(predictions: dict[str, Sequence[str]], golds: Sequence[Sequence[str]]) -> dict[str, dict]:
+    """How often two models make the same mistake, for every pair: among the questions both get wrong
+    (official exact match 0; an abstention on an answerable question is wrong, an answer to an unanswerable
+    one too), the share where they give the same wrong answer (official normalisation, abstentions alike).
+    A council's vote helps only where this is low. Keys "a|b" in the order given."""
+    names = list(predictions)
+    wrong, said = {}, {}
+    for n in names:
+        if len(predictions[n]) != len(golds):
+            raise ValueError(f"{n}: {len(predictions[n])} predictions but {len(golds)} gold answer lists")
+        said[n] = ["" if is_abstention(p) else squad_normalize(p) for p in predictions[n]]
+        wrong[n] = [not any(s == squad_normalize(g) for g in (gs or [""])) for s, gs in zip(said[n], golds)]
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = [q for q in range(len(golds)) if wrong[a][q] and wrong[b][q]]
+            same = sum(said[a][q] == said[b][q] for q in both)
+            out[f"{a}|{b}"] = {"both_wrong": len(both), "same_wrong": same,
+                               "same_wrong_share": round(same / len(both), 3) if both else 0.0}
+    return out
+
+
 def _mean100(values: Sequence[float]) -> float:
     return round(100 * sum(values) / len(values), 2)
 

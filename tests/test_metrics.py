@@ -61,3 +61,17 @@ def test_official_squad_v2_score_on_hand_made_cases():
     assert "NoAns_f1" not in squad_v2_score(["1066"], [["1066"]])  # a part with no question is left out
     with pytest.raises(ValueError, match="1 predictions but 2"):
         squad_v2_score(["x"], [[], []])
+
+
+def test_shared_mistakes_counts_the_same_wrong_answer_only():
+    from council.metrics import shared_mistakes
+
+    golds = [["1066"], ["Rollo"], [], ["Paris"]]
+    report = shared_mistakes({"a": ["1066", "William", "Normandy", "I don't know."],
+                              "b": ["1066", "the william", "France", "I don't know"],
+                              "c": ["1066", "Rollo", "I don't know.", "Lyon"]}, golds)
+    assert report["a|b"] == {"both_wrong": 3, "same_wrong": 2, "same_wrong_share": 0.667}  # William, abstaining
+    assert report["a|c"] == {"both_wrong": 1, "same_wrong": 0, "same_wrong_share": 0.0}
+    assert report["b|c"]["both_wrong"] == 1
+    with pytest.raises(ValueError, match="a: 1 predictions but 4"):
+        shared_mistakes({"a": ["x"]}, golds)
