@@ -93,6 +93,15 @@ def builtin(name: str | os.PathLike) -> Builtin | None:
     return next((b for b in BUILTINS.values() if key in (b.name.lower(), *b.aliases)), None)
 
 
+def same_base(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two base model names mean one model: a built-in by any alias, else the same name or path.
+    A cheap check before loading; the fingerprint on a specialist's card is the exact one."""
+    ba, bb = builtin(a), builtin(b)
+    if ba or bb:
+        return ba is bb
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() if a and b else False
+
+
 def notice_for(name: str | os.PathLike) -> Path | None:
     """The licence notice that must travel with adapters trained on the base model `name` (a built-in name, or
     its converted folder, named after it), or None when it has none (SmolLM2, Apache-2.0; another folder or hub

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from council.aggregator import Aggregate, Vote, aggregate, grounding
+from council.base_model import same_base
 from council.config import ConfigError, CouncilConfig
 from council.engine import Request
 from council.hosts import AdapterSpec, Host, HostFailure, HostGroup, HostSpec
@@ -110,10 +111,15 @@ class Council:
         if not catalog_dir.is_dir():
             raise ConfigError(f"catalog={str(catalog_dir)!r}: no such folder of specialists")
         catalog = load_catalog(catalog_dir)
-        names = config.specialists or [n for n, s in catalog.items() if s.card.routing.get("routable", True)]
+        # by default the routable specialists trained on this council's base (one base per council for now)
+        names = config.specialists or [n for n, s in catalog.items() if s.card.routing.get("routable", True)
+                                       and same_base(s.card.base_model.get("name", ""), config.base_model)]
         self.specialists = {n: get(catalog, n) for n in names}
         if not self.specialists:
-            raise ConfigError(f"no specialists to seat: the catalog {catalog_dir} holds none")
+            bases = sorted({str(s.card.base_model.get("name")) for s in catalog.values()})
+            raise ConfigError(f"no specialists to seat: the catalog {catalog_dir} holds none" + (
+                f" trained on base_model={config.base_model!r} (its specialists' bases: {', '.join(bases)}); "
+                "choose one of those bases or name the specialists" if catalog else ""))
         self.router = Router([Profile(n, s.card.description, list(s.card.routing.get("examples", [])))
                               for n, s in self.specialists.items()], config=config.router, embedder=embedder)
         self.store = store if store is not None else self._open_store()

@@ -185,3 +185,19 @@ def test_a_specialist_abstains_above_its_cards_no_answer_threshold(tiny_model_di
         assert (again.answer == ABSTAIN_ANSWER) is abstains
         assert again.no_answer_margin == vote.no_answer_margin
     assert plain.ask(question).votes[0].answer == vote.answer  # threshold 0 is plain greedy: unchanged
+
+
+def test_by_default_a_council_seats_the_specialists_of_its_own_base(tiny_model_dir, tiny_catalog, store, tmp_path):
+    import shutil
+
+    from council.base_model import same_base
+
+    assert same_base("SmolLM2-135M-Instruct", "smollm2") and not same_base("gemma-3-270m", "smollm2")
+    root = tmp_path / "mixed"
+    shutil.copytree(tiny_catalog, root)
+    card = SpecialistCard.load(root / "law")
+    card.base_model["name"] = "gemma-3-270m"
+    card.save(root / "law")
+    assert set(make(tiny_model_dir, root, store).specialists) == {"history", "science"}
+    with pytest.raises(ConfigError, match=r"none trained on base_model='smollm2' \(its specialists' bases: "):
+        Council(CouncilConfig(base_model="smollm2", catalog=str(tiny_catalog)), store=store, embedder=HashEmbedder())
