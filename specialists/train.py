@@ -9,6 +9,7 @@ are saved under `<out>/checkpoint/`; a run started again with the same config re
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -22,6 +23,9 @@ import torch
 from council import base_model
 from council.prompts import render, reply_text
 from specialists.data import Example
+
+
+FINISHED_FILE = "training.json"  # a finished run's config, data size and figures, beside its adapter
 
 
 @dataclass
@@ -203,6 +207,8 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     kept = [d for d in data if len(d[0]) <= config.max_length]
     if not kept:
         raise ValueError(f"every example is longer than max_length={config.max_length} tokens")
+    if (done := _finished(out_dir, config, len(kept))) is not None:
+        return done  # finished before: a build stopped after training resumes at its evaluation
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM",
                       layers_to_transform=config.layer_indices(base.model.config.num_hidden_layers))
@@ -220,8 +226,7 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     start, losses = 0, []
     if (checkpoint / "state.pt").is_file():
         state = torch.load(checkpoint / "state.pt", weights_only=False)
-        same = lambda c: {k: v for k, v in c.items() if k != "threads"}  # noqa: E731 (threads change no result)
-        if same(state["config"]) != same(config.to_dict()) or state["examples"] != len(kept):
+        if _comparable(state["config"]) != _comparable(config.to_dict()) or state["examples"] != len(kept):
             raise ValueError(f"{checkpoint} was made by another config or data set: delete it to start over")
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=device))
         optimizer.load_state_dict(state["optimizer"])
@@ -253,8 +258,32 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     bar.close()
     model.save_pretrained(out_dir)
     _store_half(out_dir / "adapter_model.safetensors")
-    shutil.rmtree(checkpoint, ignore_errors=True)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the specialist card replaces it
-    return TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,
-                       examples=len(kept), skipped_too_long=len(data) - len(kept),
-                       tokens=sum(len(kept[i][0]) for i in range(len(kept))), losses=losses, resumed_from=start)
+    result = TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,
+                         examples=len(kept), skipped_too_long=len(data) - len(kept),
+                         tokens=sum(len(kept[i][0]) for i in range(len(kept))), losses=losses, resumed_from=start)
+    # written last: its presence says the adapter beside it is finished (a build stopped while evaluating
+    # then resumes at its evaluation, not at step 0)
+    (out_dir / FINISHED_FILE).write_text(json.dumps({"config": _comparable(config.to_dict()), "examples": len(kept),
+                                                     "result": result.to_dict(), "losses": losses}) + "\n")
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return result
+
+
+def _comparable(config: dict) -> dict:
+    """A config as it bears on the result: the thread count changes none."""
+    return {k: v for k, v in config.items() if k != "threads"}
+
+
+def _finished(out_dir: Path, config: TrainConfig, examples: int) -> TrainResult | None:
+    """The result of a finished run of this config and data in `out_dir`, or None."""
+    path = out_dir / FINISHED_FILE
+    if not (path.is_file() and (out_dir / "adapter_model.safetensors").is_file()):
+        return None
+    done = json.loads(path.read_text(encoding="utf-8"))
+    if done.get("config") != _comparable(json.loads(json.dumps(config.to_dict()))) or done.get("examples") != examples:
+        return None
+    r = done["result"]
+    return TrainResult(adapter_dir=out_dir, steps=r["steps"], seconds=r["seconds"], examples=r["examples"],
+                       skipped_too_long=r["skipped_too_long"], tokens=r["tokens"], losses=done["losses"],
+                       resumed_from=r["resumed_from"])

@@ -78,3 +78,14 @@ def test_layer_fraction_adapts_the_top_layers_and_a_run_can_start_from_a_reader(
     with pytest.raises(ValueError, match="does not fit this run's LoRA shape"):
         train(EXAMPLES, tmp_path / "bad", _config(tiny_model_dir, layers=(0,), init_adapter=str(reader.adapter_dir)),
               progress=False)
+
+
+def test_a_finished_run_is_not_trained_again(tiny_model_dir, tmp_path, monkeypatch):
+    first = train(EXAMPLES, tmp_path / "spec", _config(tiny_model_dir), progress=False)
+    assert (tmp_path / "spec" / train_module.FINISHED_FILE).is_file()
+    monkeypatch.setattr(train_module, "answer_loss", lambda *a: pytest.fail("trained again"))
+    again = train(EXAMPLES, tmp_path / "spec", _config(tiny_model_dir, threads=1), progress=False)
+    assert again.losses == first.losses and again.steps == first.steps
+    monkeypatch.undo()
+    other = train(EXAMPLES, tmp_path / "spec", _config(tiny_model_dir, seed=1), progress=False)
+    assert other.losses != first.losses  # another config is another run
