@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from council.base_model import GEMMA_MODEL
 from specialists.card import SpecialistCard, code_version
 from specialists.domains import SQUAD_DOMAINS
 from specialists.train import TrainConfig
@@ -114,8 +115,10 @@ _DESCRIPTIONS = {
 # The shared reader: general reading practice on the train articles of every reading source, a third of it
 # unanswerable (the files' own, then swaps); abstention is then decided by a no-answer threshold fitted on
 # validation articles (specialists.evaluate), not by the mix alone.
-_READER_TRAIN = TrainConfig(layer_fraction=1 / 3, target_modules=ATTENTION + MLP, learning_rate=1e-3,
-                            max_steps=1500, checkpoint_every=50)
+# Gemma 3 270M: at 150 steps it reads better than SmolLM2 at 150 (benchmarks/results/readers.json). 500 steps
+# of 8 (4,000 examples of the mix) fit one sitting on 2 cores; a longer reader can continue from it.
+_READER_TRAIN = TrainConfig(base_model=GEMMA_MODEL, layer_fraction=1 / 3, target_modules=ATTENTION + MLP,
+                            learning_rate=1e-3, max_steps=500, checkpoint_every=50)
 READER = Recipe("reader", "reading", "A general reader: answers from the given paragraph, or says it does not "
                 "know.", "reading", reading_size=12_000, unanswerable_share=1 / 3, routable=False,
                 reading_sources=("squad2", "squad11", "squadshifts", "tydiqa", "tydiqa_dev"), train=_READER_TRAIN)
@@ -149,7 +152,7 @@ RECIPES: dict[str, Recipe] = {
 EVAL_LIMIT = 120  # test questions per SQuAD domain the card's eval samples (history has 284)
 # Validation questions a no-answer threshold is fitted on: on 80 the first reader's fit abstained on 96 % of the
 # test questions (official F1 40.8 against greedy's 47.3), a threshold tuned to noise
-VALIDATION_LIMIT = 300
+VALIDATION_LIMIT = 200
 # A reading example's paragraph is cut to this many sentences around its answer: 204 tokens a prompt on
 # average (p90 265) against 235 for the whole paragraphs of the test articles, and no 500-token outliers.
 READING_SENTENCES = 4

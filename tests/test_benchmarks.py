@@ -88,3 +88,18 @@ def test_hallucination_systems_and_metrics_on_hand_made_ballots():
     single = metrics(out["best_single_rag"], ballots)  # "a" answers the unanswerable one: a hallucination
     assert single["hallucination_rate_unanswerable"] == 1.0 and single["selective_accuracy"] == 0.5
     assert metrics(out["base_closed_book"], ballots)["hallucination_rate_answerable"] == 1.0
+
+
+@pytest.mark.slow
+def test_readers_quick_builds_a_variant_and_reports_the_official_score(tmp_path):
+    from benchmarks.readers import main
+
+    out = tmp_path / "readers.json"
+    assert main(["--quick", "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    variant = figures["variants"]["smollm2-third"]
+    assert variant["steps"] == 2 and variant["n"] == 6
+    assert {"f1", "HasAns_total", "NoAns_total"} <= set(variant["greedy_official"])
+    floor = figures["always_abstain"]
+    assert floor["f1"] == pytest.approx(floor["NoAns_total"] / 6 * 100, abs=0.01)
+    assert (tmp_path / "readers.md").read_text().startswith("| variant |")
