@@ -289,7 +289,8 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},
         training={"sources": sources, "counts": dict(Counter(e.kind for e in train_set)),
-                  "config": config.to_dict(), "result": result.to_dict(),
+                  # the reader it started from by catalog name, not by this machine's path
+                  "config": {**config.to_dict(), "init_adapter": recipe.starts_from}, "result": result.to_dict(),
                   "build_seconds": round(time.perf_counter() - t0, 1)},
         routing={"examples": list(dict.fromkeys(questions))[:64], "routable": recipe.routable},
         code_version=code_version(), eval=scores)
