@@ -13,7 +13,6 @@ matches and the answer is missing. Its id is `<question id>~swap`.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import defaultdict
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from council.metrics import squad_normalize
 from council.prompts import ABSTAIN_ANSWER
-from specialists.data import AUGMENT_SEP, DatasetError, Example, squad_examples, window
+from specialists.data import AUGMENT_SEP, DatasetError, Example, _read_json, squad_examples, window
 from specialists.domains import Split, article_split
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -65,15 +64,13 @@ def read(source: str, split: Split, *, root: Path = DATASETS, files: dict[str, s
 
 
 def _paragraphs_by_article(path: Path) -> dict[str, list[str]]:
+    data = _read_json(path)  # the same missing-file and bad-JSON errors as squad_examples
+    out: dict[str, list[str]] = defaultdict(list)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
-        out: dict[str, list[str]] = defaultdict(list)
-        for article in data:
+        for article in data["data"]:
             for paragraph in article["paragraphs"]:
                 out[article["title"]].append(paragraph["context"])
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise DatasetError(f"{path}: not a SQuAD-format file ({type(e).__name__}: {e})") from None
     return dict(out)
 

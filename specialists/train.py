@@ -238,8 +238,12 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     lengths = [len(ids) for ids, _ in kept]
     t0 = time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=start, desc=f"training {out_dir.name}", disable=not progress)
+    epoch, batches = None, []
     for step in range(start, config.max_steps):
-        batch = _batches(lengths, config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
+        if step // per_epoch != epoch:  # an epoch's order is made once, not at every step
+            epoch = step // per_epoch
+            batches = _batches(lengths, config.batch_size, config.seed, epoch)
+        batch = batches[step % per_epoch]
         inputs = {k: v.to(device) for k, v in _collate([kept[i] for i in batch], tokenizer.pad_token_id).items()}
         loss = answer_loss(model, inputs)
         loss.backward()
