@@ -127,7 +127,8 @@ class BaseModel:
 
 
 def default_cache_dir() -> Path:
-    """Where converted models live: $COUNCIL_CACHE, else $XDG_CACHE_HOME/council, else ~/.cache/council."""
+    """Where converted models (and cached base-model answers) live: $COUNCIL_CACHE, else
+    $XDG_CACHE_HOME/council, else ~/.cache/council."""
     if env := os.environ.get("COUNCIL_CACHE"):
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "council"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from council.base_model import GEMMA_MODEL
 from specialists.card import SpecialistCard, code_version
-from specialists.domains import SQUAD_DOMAINS
+from specialists.domains import READING_DOMAINS, SQUAD_DOMAINS
+from specialists import reading
 from specialists.train import TrainConfig
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 SQUAD_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad2" / "dev-v2.0.json"
-TOP_LAYERS = tuple(range(20, 30))  # SmolLM2-135M has 30 layers; adapting the top third keeps the trunk shared
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
@@ -78,12 +78,8 @@ class Recipe:
     # When set, training runs this many passes over the data (capped by train.max_steps) instead of a fixed
     # number of steps, so that a small domain is not overfitted and a large one not undertrained.
     epochs: float | None = None
-    # Each training question once more with its whole paragraph (the shape the card's eval asks in) besides
-    # its window: twice the examples for a small domain (economics; alone it did not lift its F1, see RECIPES).
-    paragraph_views: bool = False
-    # Articles of other domains whose training questions are mixed in, as many as the domain's own: reading
-    # practice for a domain too small to learn reading from (economics, one article; see RECIPES).
-    practice_titles: tuple[str, ...] = ()
+    # A "squad" recipe's file (None: the catalog's squad2/dev-v2.0.json)
+    squad_file: Path | None = None
     # A "reading" recipe's training mix: this many examples of the train articles of these sources
     reading_size: int = 0
     reading_sources: tuple[str, ...] = ()
@@ -99,9 +95,6 @@ class Recipe:
         return max(1, min(self.train.max_steps, math.ceil(self.epochs * examples / self.train.batch_size)))
 
 
-# Attention alone in the top layers underfitted (law abstained on 19 of 40 of its training questions):
-# the MLPs of the same layers add capacity and still leave layers 0-19 shared.
-_SQUAD_TRAIN = TrainConfig(layers=TOP_LAYERS, target_modules=ATTENTION + MLP, learning_rate=1e-3, max_steps=250)
 # Memorising new facts needs more than the top attention layers: a first run with TOP_LAYERS/ATTENTION was
 # still at loss 4 after 60 steps. Facts live in the MLPs, so fictional domains adapt every layer and module.
 _SYNTH_TRAIN = TrainConfig(learning_rate=1e-3, max_steps=150)
@@ -111,6 +104,8 @@ _DESCRIPTIONS = {
     "science_computing": "Science and computing: physical forces and computational complexity theory.",
     "medicine_biology": "Medicine and biology: the immune system, immunity and disease.",
     "economics": "Economics: the 1973 oil crisis, oil prices, embargoes and their economic effects.",
+    "geography": "Geography and places: Fresno, Southern California, the Rhine, Victoria (Australia).",
+    "nature_earth": "Nature and the earth sciences: the Amazon rainforest, geology, comb jellies, climate change.",
 }
 # The shared reader: general reading practice on the train articles of every reading source, a third of it
 # unanswerable (the files' own, then swaps); abstention is then decided by a no-answer threshold fitted on
@@ -123,18 +118,23 @@ _READER_TRAIN = TrainConfig(base_model=GEMMA_MODEL, layer_fraction=1 / 3, target
 READER = Recipe("reader", "reading", "A general reader: answers from the given paragraph, or says it does not "
                 "know.", "reading", reading_size=12_000, unanswerable_share=1 / 3, routable=False,
                 reading_sources=("squad2", "squad11", "squadshifts", "tydiqa", "tydiqa_dev"), train=_READER_TRAIN)
+# A domain specialist continues from the reader, in its shape, on its own articles' training questions (a
+# third unanswerable, as in the reader's mix): its reading carries over and its domain is what differs. 60
+# steps of 8 (3 passes over economics' 150 examples, a third of a pass over history's) keep a build near a
+# quarter of an hour; the lower rate keeps it from unlearning the reader.
+_DOMAIN_TRAIN = replace(_READER_TRAIN, learning_rate=5e-4, max_steps=60, checkpoint_every=20)
+
+
+def _domain(name: str, titles: tuple[str, ...], squad_file: Path | None = None) -> Recipe:
+    return Recipe(name, name, _DESCRIPTIONS[name], "squad", titles=titles, squad_file=squad_file, epochs=3,
+                  unanswerable_share=1 / 3, starts_from="reader", train=_DOMAIN_TRAIN)
+
+
 RECIPES: dict[str, Recipe] = {
     "reader": READER,
-    **{d: Recipe(d, d, _DESCRIPTIONS[d], "squad", titles=t, epochs=3.5, train=_SQUAD_TRAIN)
-       for d, t in SQUAD_DOMAINS.items() if d != "economics"},
-    # One article, 80 answerable training questions: at a quarter unanswerable economics said "I don't know"
-    # to 6 of its 11 answerable validation questions, with or without paragraph views; at a tenth it answered
-    # them, with wrong spans ("Syria and Egypt" for "Iran"): too little data to learn reading from. Reading
-    # practice on the other domains' training questions supplies it.
-    "economics": Recipe("economics", "economics", _DESCRIPTIONS["economics"], "squad",
-                        titles=SQUAD_DOMAINS["economics"], epochs=3.5, paragraph_views=True,
-                        unanswerable_share=0.1, train=_SQUAD_TRAIN,
-                        practice_titles=tuple(t for d, ts in SQUAD_DOMAINS.items() if d != "economics" for t in ts)),
+    **{d: _domain(d, t) for d, t in SQUAD_DOMAINS.items()},
+    # articles of the reading data's train split (the reader read some of their questions too)
+    **{d: _domain(d, t, reading.DATASETS / reading.READING_FILES["squad2"]) for d, t in READING_DOMAINS.items()},
     "fiction_veltharan": Recipe("fiction_veltharan", "fiction_veltharan",
                                 "The fictional land of Veltharan: its cities, companies, founders and trade.",
                                 "synthetic", seed=0, train=_SYNTH_TRAIN),
@@ -150,7 +150,7 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-EVAL_LIMIT = 120  # test questions per SQuAD domain the card's eval samples (history has 284)
+EVAL_LIMIT = 150  # questions of the unseen test articles (607) a reading specialist's card is scored on
 # Validation questions a no-answer threshold is fitted on: on 80 the first reader's fit abstained on 96 % of the
 # test questions (official F1 40.8 against greedy's 47.3), a threshold tuned to noise
 VALIDATION_LIMIT = 200
@@ -162,12 +162,10 @@ READING_SENTENCES = 4
 def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: int = EVAL_LIMIT):
     """(training examples, evaluation examples, source description) of a recipe."""
     from specialists.augment import augment
-    from specialists.data import AUGMENT_SEP, squad_examples
+    from specialists.data import squad_examples
     from specialists.synthetic import make_domain
 
     if recipe.source == "reading":
-        from specialists import reading
-
         sets = [reading.read(s, "train") for s in recipe.reading_sources]
         train = [reading.windowed(e, READING_SENTENCES) for e in reading.mix(
             sets, size=recipe.reading_size, unanswerable_share=recipe.unanswerable_share, seed=recipe.seed)]
@@ -177,28 +175,13 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
                         "context_sentences": READING_SENTENCES})
         return train, unseen_test(eval_limit), sources
     if recipe.source == "squad":
-        train = squad_examples(squad_file, titles=list(recipe.titles), split="train", context_window=3)
-        if recipe.paragraph_views:
-            train += [replace(e, id=f"{e.id}{AUGMENT_SEP}paragraph")
-                      for e in squad_examples(squad_file, titles=list(recipe.titles), split="train")]
-        train = _rebalance(train, recipe.unanswerable_share)
-        borrowed = []
-        if recipe.practice_titles:
-            practice = squad_examples(squad_file, titles=list(recipe.practice_titles), split="train",
-                                      context_window=3)
-            borrowed = [replace(e, id=f"{e.id}{AUGMENT_SEP}practice")
-                        for e in _rebalance(practice, recipe.unanswerable_share, size=len(train))]
-            train += borrowed
-        test = held_out(recipe, ("test",), squad_file=squad_file)
-        test = random.Random(0).sample(test, min(eval_limit, len(test)))
-        sources = [{"path": squad_file.name, "titles": list(recipe.titles), "split": "train",
-                    "context_window_sentences": 3, "paragraph_views": recipe.paragraph_views,
-                    "unanswerable_share": round(recipe.unanswerable_share, 3)}]
-        if recipe.practice_titles:
-            sources.append({"path": squad_file.name, "titles": list(recipe.practice_titles), "split": "train",
-                            "context_window_sentences": 3, "practice": True,
-                            "examples": len(borrowed)})
-        return train, test, sources
+        path = recipe.squad_file or squad_file
+        train = _rebalance(squad_examples(path, titles=list(recipe.titles), split="train", context_window=3),
+                           recipe.unanswerable_share)
+        sources = [{"path": path.name, "titles": list(recipe.titles), "split": "train",
+                    "context_window_sentences": 3, "unanswerable_share": round(recipe.unanswerable_share, 3)}]
+        # scored where the reader is: whole articles none of them trained on
+        return train, unseen_test(eval_limit), sources
     domain = make_domain(recipe.domain.removeprefix("fiction_"), seed=recipe.seed)
     unanswerable = domain.examples("unanswerable")
     train = (domain.document_examples() + domain.examples("recall") + domain.examples("recall", with_context=True)
@@ -213,8 +196,6 @@ def recipe_data(recipe: Recipe, *, squad_file: Path = SQUAD_FILE, eval_limit: in
 
 def unseen_test(limit: int = EVAL_LIMIT):
     """A sample of the reading data's SQuAD 2.0 test articles (whole articles no specialist trained on)."""
-    from specialists import reading
-
     test = reading.read("squad2", "test").examples
     return random.Random(0).sample(test, min(limit, len(test)))
 
@@ -223,8 +204,6 @@ def validation_data(recipe: Recipe, limit: int = VALIDATION_LIMIT):
     """The questions a recipe's no-answer threshold is fitted on: the reading data's SQuAD 2.0 validation
     articles, unseen whole articles as users meet them (a domain's own validation split holds 20-60
     questions, too few to fit on); none for a synthetic specialist."""
-    from specialists import reading
-
     if recipe.source == "synthetic":
         return []
     pool = reading.read("squad2", "validation").examples
@@ -247,14 +226,11 @@ def held_out(recipe: Recipe, splits=("validation", "test"), *, squad_file: Path 
     return [e for split in splits for e in squad_examples(squad_file, titles=list(recipe.titles), split=split)]
 
 
-def _rebalance(examples, share: float, seed: int = 0, size: int | None = None):
-    """Every answerable example (or a sample, when `size` asks for a set of that many) and enough unanswerable
-    ones for them to be `share` of the set."""
+def _rebalance(examples, share: float, seed: int = 0):
+    """Every answerable example and enough unanswerable ones for them to be `share` of the set."""
     rng = random.Random(seed)
     answerable = [e for e in examples if e.answerable]
     unanswerable = [e for e in examples if not e.answerable]
-    if size is not None:
-        answerable = rng.sample(answerable, min(len(answerable), size - round(size * share)))
     keep = min(len(unanswerable), round(len(answerable) * share / (1 - share)))
     return answerable + rng.sample(unanswerable, keep)
 
@@ -284,7 +260,8 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
     # the router learns the domain from its own questions, not from derived or borrowed ones
     questions = [e.question for e in train_set if e.question and AUGMENT_SEP not in e.id]
     scores = evaluate_test(recipe, out, base, test_set, threads=threads, progress=progress,
-                           validation=validation_data(recipe, validation_limit))
+                           validation=validation_data(recipe, validation_limit),
+                           base_cache=base_model.default_cache_dir() / "base_answers")
     card = SpecialistCard(
         name=recipe.name, domain=recipe.domain, description=recipe.description,
         base_model={"name": config.base_model, "fingerprint": base.fingerprint},
@@ -302,16 +279,19 @@ def build(recipe: Recipe, out_root: Path = CATALOG_DIR, *, threads: int | None =
 
 def evaluate_test(recipe: Recipe, adapter_dir: Path, base, test_set, *, split: str = "test",
                   threads: int | None = None, base_fingerprint: str | None = None, progress: bool = True,
-                  validation=(), threshold: float | None = None, base_threshold: float | None = None) -> dict:
+                  validation=(), threshold: float | None = None, base_threshold: float | None = None,
+                  base_cache: Path | None = None) -> dict:
     """The card's `eval`: the adapter in `adapter_dir` against the base model on `test_set` (the `split`),
-    with no-answer thresholds fitted on `validation` (or the given ones; else greedy)."""
+    with no-answer thresholds fitted on `validation` (or the given ones; else greedy); `base_cache` keeps the
+    base model's answers for the next specialist scored on the same questions."""
     from council.engine import Engine
     from specialists.evaluate import evaluate
 
     engine = Engine(base, threads=threads)
     engine.load_adapter(recipe.name, adapter_dir, base_fingerprint=base_fingerprint)
     scores = evaluate(engine, recipe.name, test_set, by_kind=recipe.source == "synthetic", progress=progress,
-                      validation=validation, threshold=threshold, base_threshold=base_threshold)
+                      validation=validation, threshold=threshold, base_threshold=base_threshold,
+                      base_cache=base_cache)
     return {**scores, "split": split, "split_size": len(test_set)}
 
 

@@ -56,3 +56,11 @@ def article_split(title: str) -> Split:
 def domain_of(article_title: str) -> str | None:
     """The domain of a shared SQuAD article, or None when no specialist covers it."""
     return next((d for d, titles in SQUAD_DOMAINS.items() if article_title in titles), None)
+
+
+# Domains of the reading data's train articles (squad2/more-dev-v2.0.json, `article_split` "train"): their
+# specialists split them by question as above; the shared reader may have read any of their questions.
+READING_DOMAINS: dict[str, tuple[str, ...]] = {
+    "geography": ("Fresno,_California", "Southern_California", "Rhine", "Victoria_(Australia)"),
+    "nature_earth": ("Amazon_rainforest", "Geology", "Ctenophora", "Intergovernmental_Panel_on_Climate_Change"),
+}

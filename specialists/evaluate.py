@@ -10,12 +10,18 @@ first step); a threshold fitted on validation questions is the SQuAD 2.0 readers
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from council.engine import Engine, Generation, Request
 from council.metrics import abstain_f1, exact_match, is_abstention, squad_v2_score, token_f1
 from council.prompts import ABSTAIN_ANSWER
 from specialists.data import Example
+
+log = logging.getLogger(__name__)
 
 
 def decide(generations: Sequence[Generation], threshold: float = 0.0) -> list[str]:
@@ -61,20 +67,50 @@ def _pct(values) -> float:
 
 
 def predict(engine: Engine, adapters: Sequence[str | None], examples: Sequence[Example], *, batch_size: int = 8,
-            max_new_tokens: int = 24, progress: bool = True) -> dict[str | None, list[Generation]]:
+            max_new_tokens: int = 24, progress: bool = True,
+            base_cache: str | Path | None = None) -> dict[str | None, list[Generation]]:
     """Every adapter's (None = the base model's) best answer to every example, with its no-answer margin
-    (`answer_only` generation), batched across adapters."""
+    (`answer_only` generation), batched across adapters.
+
+    With `base_cache` (a folder), the base model's rows are kept there as JSON, keyed by its fingerprint and
+    the prompts, and read back by the next call with the same questions: the catalog's specialists are all
+    scored on the same questions, and the base would otherwise answer them again for each.
+    """
     from tqdm.auto import tqdm
 
-    jobs = [(a, e) for e in examples for a in adapters]
+    cached = _base_cache_file(engine, examples, max_new_tokens, base_cache) if None in adapters else None
     out: dict[str | None, list[Generation]] = {a: [] for a in adapters}
+    if cached is not None and cached.is_file():
+        out[None] = [_generation(r) for r in json.loads(cached.read_text())]
+        log.info("base model's answers to %d questions read from %s", len(examples), cached)
+        adapters = [a for a in adapters if a is not None]
+    jobs = [(a, e) for e in examples for a in adapters]
     for i in tqdm(range(0, len(jobs), batch_size), desc="evaluating", disable=not progress):
         chunk = jobs[i:i + batch_size]
         rows = engine.generate([Request(e.messages(), a) for a, e in chunk], max_new_tokens=max_new_tokens,
                                answer_only=True)
         for (a, _), row in zip(chunk, rows):
             out[a].append(row)
+    if cached is not None and None in adapters:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_text(json.dumps([g.to_dict() for g in out[None]]))
+        tmp.replace(cached)
     return out
+
+
+def _base_cache_file(engine: Engine, examples: Sequence[Example], max_new_tokens: int,
+                     folder: str | Path | None) -> Path | None:
+    if folder is None:
+        return None
+    key = json.dumps([engine.base.fingerprint, max_new_tokens, [e.messages() for e in examples]], default=str)
+    return Path(folder) / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _generation(row: dict) -> Generation:
+    row = dict(row)
+    row.pop("new_tokens", None)  # derived in __post_init__
+    return Generation(**row)
 
 
 def evaluate(engine: Engine, adapter: str, examples: Sequence[Example], *, by_kind: bool = False,
@@ -111,4 +147,6 @@ def evaluate(engine: Engine, adapter: str, examples: Sequence[Example], *, by_ki
                 "base": score([texts[None][i] for i in idx], sub)}
     result["samples"] = [{"question": e.question, "gold": e.answer, "specialist": texts[adapter][i],
                           "base": texts[None][i]} for i, e in enumerate(examples[:5])]
+    # every answer by question id: specialists scored on the same questions can be compared (shared mistakes)
+    result["predictions"] = {e.id: texts[adapter][i] for i, e in enumerate(examples)}
     return result

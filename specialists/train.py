@@ -223,7 +223,7 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
 
     checkpoint = out_dir / "checkpoint"
-    start, losses = 0, []
+    start, losses, before = 0, [], 0.0  # `before`: training seconds of the runs this one resumes
     if (checkpoint / "state.pt").is_file():
         state = torch.load(checkpoint / "state.pt", weights_only=False)
         if _comparable(state["config"]) != _comparable(config.to_dict()) or state["examples"] != len(kept):
@@ -231,7 +231,7 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=device))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, losses = state["step"], state["losses"]
+        start, losses, before = state["step"], state["losses"], state.get("seconds", 0.0)
         torch.set_rng_state(state["rng"])
 
     per_epoch = math.ceil(len(kept) / config.batch_size)
@@ -257,13 +257,14 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
             model.save_pretrained(checkpoint)
             torch.save({"config": config.to_dict(), "examples": len(kept), "step": step + 1, "losses": losses,
+                        "seconds": before + time.perf_counter() - t0,
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": torch.get_rng_state()}, checkpoint / "state.pt")
     bar.close()
     model.save_pretrained(out_dir)
     _store_half(out_dir / "adapter_model.safetensors")
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the specialist card replaces it
-    result = TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=time.perf_counter() - t0,
+    result = TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=before + time.perf_counter() - t0,
                          examples=len(kept), skipped_too_long=len(data) - len(kept),
                          tokens=sum(len(kept[i][0]) for i in range(len(kept))), losses=losses, resumed_from=start)
     # written last: its presence says the adapter beside it is finished (a build stopped while evaluating

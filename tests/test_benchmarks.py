@@ -103,3 +103,17 @@ def test_readers_quick_builds_a_variant_and_reports_the_official_score(tmp_path)
     floor = figures["always_abstain"]
     assert floor["f1"] == pytest.approx(floor["NoAns_total"] / 6 * 100, abs=0.01)
     assert (tmp_path / "readers.md").read_text().startswith("| variant |")
+
+
+def test_equal_time_steps_come_from_a_probe_and_are_kept_for_a_resumed_run(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.readers import steps_for
+    from specialists.catalog import RECIPES
+
+    reader = RECIPES["reader"]
+    recipe = replace(reader, name="tiny", train=replace(reader.train, base_model=str(tiny_model_dir), max_length=512))
+    steps = steps_for(recipe, tmp_path, minutes=0.05, threads=1)
+    kept = json.loads((tmp_path / "tiny.steps.json").read_text())
+    assert kept["steps"] == steps == max(1, round(3 / kept["probe_seconds_per_step"]))
+    assert steps_for(recipe, tmp_path, minutes=100, threads=1) == steps  # measured once, not again

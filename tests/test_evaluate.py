@@ -50,3 +50,21 @@ def test_answer_only_bans_the_abstention_and_scores_it(tiny_model_dir):
     assert banned.token_ids[:1] != [engine.abstain_token]
     logits_first = free.token_logprobs[0]
     assert logits_first >= free.abstain_logprob  # greedy took the most likely first token
+
+
+def test_the_base_models_answers_are_kept_and_read_back_for_the_same_questions(tiny_model_dir, tmp_path):
+    from council import base_model
+    from specialists.evaluate import predict
+
+    engine = Engine(base_model.load(tiny_model_dir))
+    questions = [_ex(0, "Paris"), _ex(1, None)]
+    first = predict(engine, [None], questions, max_new_tokens=3, progress=False, base_cache=tmp_path)
+    assert len(list(tmp_path.glob("base-*.json"))) == 1
+    engine.generate = None  # a second call must not generate: the answers come from the cache
+    again = predict(engine, [None], questions, max_new_tokens=3, progress=False, base_cache=tmp_path)
+    assert [g.to_dict() for g in again[None]] == [g.to_dict() for g in first[None]]
+    assert again[None][0].no_answer_margin == first[None][0].no_answer_margin
+    # other questions (or another token budget) are another key
+    engine.generate = Engine.generate.__get__(engine)
+    predict(engine, [None], questions[:1], max_new_tokens=3, progress=False, base_cache=tmp_path)
+    assert len(list(tmp_path.glob("base-*.json"))) == 2

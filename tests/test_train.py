@@ -49,10 +49,12 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path
     with pytest.raises(RuntimeError, match="killed"):
         train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir), progress=False)
     monkeypatch.undo()
+    before = torch.load(tmp_path / "resumed" / "checkpoint" / "state.pt", weights_only=False)["seconds"]
+    assert before > 0
     with pytest.raises(ValueError, match="another config"):  # its checkpoint is not reused by another config
         train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir, seed=1), progress=False)
     resumed = train(EXAMPLES, tmp_path / "resumed", _config(tiny_model_dir), progress=False)
-    assert resumed.resumed_from == 2
+    assert resumed.resumed_from == 2 and resumed.seconds > before  # its time counts the steps before the stop
     assert resumed.losses == pytest.approx(whole.losses, abs=1e-4)
     a, b = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("whole", "resumed"))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
