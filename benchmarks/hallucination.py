@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_json  # noqa: E402
 from council.aggregator import AggregatorConfig, LabeledExample, Vote, aggregate, fit_thresholds  # noqa: E402
-from council.metrics import (aurc, calibration_error, exact_match, is_abstention, risk_coverage,  # noqa: E402
-                             token_f1)
-from council.prompts import closed_book_messages, rag_messages  # noqa: E402
+from council.metrics import (always_abstain_score, aurc, calibration_error, exact_match,  # noqa: E402
+                             is_abstention, risk_coverage, squad_v2_score, token_f1)
+from council.prompts import ABSTAIN_ANSWER, closed_book_messages, rag_messages  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SHARED_SQUAD = DATASETS / "squad2" / "dev-v2.0.json"
@@ -295,8 +295,13 @@ def metrics(outcomes: Sequence[Outcome], ballots: Sequence[dict]) -> dict:
     answered = [i for i, o in enumerate(outcomes) if o.answer is not None]
     candidate_errors = [not judge(o.candidate, b)[2] for o, b in zip(outcomes, ballots)]
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    # the field's standard score beside ours (SQuAD 2.0's script: all questions, an abstention is the
+    # no-answer); for a multiple-choice suite it is the share right, abstentions on answerable ones wrong
+    official = squad_v2_score([ABSTAIN_ANSWER if o.answer is None else o.answer for o in outcomes],
+                              [b["golds"] for b in ballots])
     return {
         "n": len(ballots), "n_unanswerable": len(unanswerable),
+        "official_f1": official["f1"], "official_exact": official["exact"],
         "em": round(100 * mean([judged[i][0] for i in answerable]), 2) if answerable else None,
         "f1": round(100 * mean([judged[i][1] for i in answerable]), 2) if answerable else None,
         "hallucination_rate_unanswerable": _round(mean([outcomes[i].answer is not None for i in unanswerable])),
@@ -383,12 +388,13 @@ def best_single(ballots: list[dict], voters: Sequence[str]) -> str:
 
 
 def table(results: dict) -> str:
-    cols = ("f1", "em", "hallucination_rate_unanswerable", "hallucination_rate_answerable", "abstention_rate",
+    cols = ("official_f1", "f1", "em", "hallucination_rate_unanswerable", "hallucination_rate_answerable", "abstention_rate",
             "selective_accuracy", "aurc", "calibration_error")
     lines = []
     for suite, r in results["suites"].items():
+        floor = r.get("always_abstain", {}).get("f1", "-")
         lines += [f"\n**{suite}** ({r['n']} questions, {r['n_unanswerable']} unanswerable; best single: "
-                  f"{r['best_single']})\n", "| system | " + " | ".join(cols) + " |",
+                  f"{r['best_single']}; always abstaining: official F1 {floor})\n", "| system | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
         for name, m in r["systems"].items():
             if name.startswith("single:") or name in [f"council_k{k}" for k in KS]:
@@ -480,7 +486,8 @@ def main(argv=None) -> int:
         outcomes = systems(ballots, voters, best, fitted)
         scored = {name: metrics(o, ballots) for name, o in outcomes.items()}
         results["suites"][suite] = {"n": len(ballots), "n_unanswerable": sum(not b["golds"] for b in ballots),
-                                    "best_single": best, "systems": scored}
+                                    "best_single": best, "systems": scored,
+                                    "always_abstain": always_abstain_score([b["golds"] for b in ballots])}
         shown = ("best_single_rag", "self_consistency", "council_k1", "council_k3", "council_k5")
         results["curves"][suite] = {
             name: risk_coverage([o.score for o in outcomes[name]],

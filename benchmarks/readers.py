@@ -1,13 +1,14 @@
 """Which reader recipe reads best: base models and adapted layers compared at a small equal budget.
 
 Each variant is the catalog's `reader` recipe (specialists.catalog.RECIPES) on another base model or another
-share of adapted layers, built exactly as `build-catalog` builds a specialist (train, fit the no-answer
-threshold on the SQuAD 2.0 validation articles, score on the test articles) into `--out`. A built variant is
-kept and not rebuilt, so a stopped run resumes. Reported per variant: the official SQuAD 2.0 score (threshold
-fitted and plain greedy), HasAns F1, NoAns accuracy, the base model's beside it, always-abstain, train time.
+share of adapted layers, built exactly as `build-catalog` builds a specialist (train, score on the test
+articles; with `--validation-limit N`, first fit a no-answer threshold on N questions of the SQuAD 2.0
+validation articles) into `--out`. A built variant is kept and not rebuilt, so a stopped run resumes.
+Reported per variant: the official SQuAD 2.0 score (with the card's threshold, and plain greedy), HasAns F1,
+NoAns accuracy, the base model's beside it, always-abstain, train time.
 
     .venv/bin/python benchmarks/readers.py --variants smollm2-third gemma-third --steps 150 \\
-        --json benchmarks/results/readers.json
+        --validation-limit 80 --eval-limit 120 --json benchmarks/results/readers.json
     .venv/bin/python benchmarks/readers.py --variants gemma-third gemma-half gemma-all --minutes 8 \\
         --json benchmarks/results/layers.json   # adapted layers at equal training time
     .venv/bin/python benchmarks/readers.py --quick    # 2 steps, 6 questions: the pipeline runs
@@ -92,16 +93,16 @@ def steps_for(recipe, out: Path, minutes: float, threads: int | None) -> int:
 
 
 def table(results: dict) -> str:
-    rows = ["| variant | s/step | official F1, fitted threshold | official F1, greedy | HasAns F1 (greedy) "
+    rows = ["| variant | steps | s/step | official F1, card's threshold | official F1, greedy | HasAns F1 (greedy) "
             "| NoAns acc (greedy) | base official F1 (greedy) | base HasAns F1 (greedy) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["variants"].items():
         g, b = r["greedy_official"], r["base_greedy"]
-        rows.append(f"| {name} | {r['seconds_per_step']} | {r['official']['f1']} | {g['f1']} "
+        rows.append(f"| {name} | {r['steps']} | {r['seconds_per_step']} | {r['official']['f1']} | {g['f1']} "
                     f"| {g.get('HasAns_f1', '-')} | {g.get('NoAns_exact', '-')} | {b['f1']} "
                     f"| {b.get('HasAns_f1', '-')} |")
     floor = results["always_abstain"]
-    rows.append(f"| always abstain | - | {floor['f1']} | {floor['f1']} | 0 | 100 | - | - |")
+    rows.append(f"| always abstain | - | - | {floor['f1']} | {floor['f1']} | 0 | 100 | - | - |")
     return "\n".join(rows)
 
 
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     # the catalog's: the same questions as its cards, and the base model's answers to them are cached
     parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, help="test-article questions scored")
     parser.add_argument("--validation-limit", type=int, default=VALIDATION_LIMIT,
-                        help="validation questions for the threshold")
+                        help="validation questions to fit a no-answer threshold on (0: greedy, the catalog's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "runs" / "readers"), help="where variants are built")
     parser.add_argument("--json", help="write the results here (and a .md table beside it)")

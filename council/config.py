@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 from council import strict
 from council.aggregator import AggregatorConfig
-from council.base_model import BUILTIN_MODEL
+from council.base_model import GEMMA_MODEL
 from council.engine import QUANTIZE, Quantize
 from council.hosts import HostsConfig
 from council.router import RouterConfig
@@ -37,7 +37,9 @@ FITTED_AGGREGATOR = AggregatorConfig(min_agreement=0.0, min_grounding=0.9)
 class CouncilConfig:
     """Everything a Council is built from. Paths in a config file are relative to that file."""
 
-    base_model: str = BUILTIN_MODEL  # a local folder, a cached hub id or the built-in name
+    # a local folder, a cached hub id or a built-in name; the catalog's reading specialists are trained on Gemma
+    # 3 270M, the base that read better (README: "Which base reads best")
+    base_model: str = GEMMA_MODEL
     catalog: str | None = None  # folder of specialist folders; None = the catalog shipped in the package
     specialists: list[str] | None = None  # who sits on the council; None = every routable catalog specialist
     store: str | None = None  # a saved document store folder; None = the demo store (built on first use)

@@ -54,6 +54,7 @@ def _build(args) -> int:
 def _evaluate(args) -> int:
     from council import base_model
     from specialists.catalog import CATALOG_DIR, RECIPES, evaluate_test, get, held_out, load_catalog, recipe_data
+    from specialists.evaluate import base_cache_dir
 
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
     if args.squad:
@@ -67,7 +68,8 @@ def _evaluate(args) -> int:
     examples = recipe_data(recipe, eval_limit=args.eval_limit)[1] if own else held_out(recipe, tuple(args.splits))
     base = base_model.load(specialist.card.base_model["name"])
     scores = evaluate_test(recipe, specialist.path, base, examples, split=split, threads=args.threads,
-                           base_fingerprint=specialist.card.base_model.get("fingerprint"))
+                           base_fingerprint=specialist.card.base_model.get("fingerprint"),
+                           base_cache=base_cache_dir())
     b = scores["base"]
     print(f"{specialist.name} on {split} ({scores['n']} questions, {scores['n_answerable']} "
           f"answerable): answerable F1 {scores['answerable_f1']} (base {b['answerable_f1']}), abstain F1 "
@@ -154,6 +156,34 @@ def _list(args) -> int:
     return 0
 
 
+def _mistakes(args) -> int:
+    """How often two specialists give the same wrong answer, on the unseen test questions their cards share."""
+    import json
+
+    from council.metrics import shared_mistakes
+    from specialists import reading
+    from specialists.catalog import CATALOG_DIR, load_catalog
+
+    gold = {e.id: e.answers for e in reading.read("squad2", "test").examples}
+    said = {s.name: s.card.eval["predictions"] for s in load_catalog(args.root or CATALOG_DIR).values()
+            if set(s.card.eval.get("predictions", {})) <= set(gold) and s.card.eval.get("predictions")}
+    if len(said) < 2:
+        raise ValueError("fewer than two specialists have answers to the unseen test articles in their cards: "
+                         "build them with this version (`build-catalog`)")
+    ids = sorted(set.intersection(*(set(p) for p in said.values())))
+    pairs = shared_mistakes({n: [p[i] for i in ids] for n, p in said.items()}, [gold[i] for i in ids])
+    print(f"same wrong answers on {len(ids)} unseen test questions (official normalisation; an abstention "
+          "counts as an answer)\n| pair | both wrong | same wrong answer | share |\n|---|---|---|---|")
+    for pair, r in pairs.items():
+        print(f"| {pair.replace('|', ' / ')} | {r['both_wrong']} | {r['same_wrong']} | {r['same_wrong_share']} |")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"questions": len(ids), "pairs": pairs}, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     from council.base_model import BUILTIN_MODEL
     from specialists.catalog import EVAL_LIMIT
@@ -206,6 +236,10 @@ def main(argv=None) -> int:
     ls = sub.add_parser("list", help="the catalog with its figures, as a markdown table")
     ls.add_argument("--root", help="catalog folder")
     ls.set_defaults(func=_list)
+    m = sub.add_parser("mistakes", help="how often two specialists give the same wrong answer (from their cards)")
+    m.add_argument("--root", help="catalog folder")
+    m.add_argument("--json", help="write the pairs' figures to this file")
+    m.set_defaults(func=_mistakes)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

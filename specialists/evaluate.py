@@ -99,6 +99,13 @@ def predict(engine: Engine, adapters: Sequence[str | None], examples: Sequence[E
     return out
 
 
+def base_cache_dir() -> Path:
+    """Where `build-catalog` and `evaluate` keep the base model's answers: beside the converted models."""
+    from council.base_model import default_cache_dir
+
+    return default_cache_dir() / "base_answers"
+
+
 def _base_cache_file(engine: Engine, examples: Sequence[Example], max_new_tokens: int,
                      folder: str | Path | None) -> Path | None:
     if folder is None:

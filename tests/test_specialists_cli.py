@@ -83,3 +83,26 @@ def test_evaluate_any_squad_file_writes_the_official_keys(tmp_path, capsys):
     assert "none.json: no such file" in capsys.readouterr().err
     assert main(["evaluate", "reader", "--root", str(root), "--squad", str(squad), "--limit", "0"]) == 2
     assert "--limit 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_mistakes_counts_the_same_wrong_answers_of_each_pair(tmp_path, capsys):
+    from specialists.catalog import unseen_test
+
+    questions = unseen_test(4)
+    gold = [e.answers[0] if e.answers else "" for e in questions]
+    said = {"a": ["wrong one", gold[1], "x", "y"],  # a and b share one wrong answer ("wrong one")
+            "b": ["wrong one", "other", gold[2], "z"],
+            "c": gold}
+    for name, answers in said.items():
+        (tmp_path / name).mkdir()
+        SpecialistCard(name=name, domain="d", description="d", training={}, routing={"examples": []},
+                       base_model={"name": "m", "fingerprint": "f"}, code_version="test",
+                       eval={"predictions": {e.id: a or "I don't know." for e, a in zip(questions, answers)}}
+                       ).save(tmp_path / name)
+    assert main(["mistakes", "--root", str(tmp_path), "--json", str(tmp_path / "m.json")]) == 0
+    pairs = json.loads((tmp_path / "m.json").read_text())["pairs"]
+    wrong_a = {i for i, (p, g) in enumerate(zip(said["a"], gold)) if p != g}
+    wrong_b = {i for i, (p, g) in enumerate(zip(said["b"], gold)) if p != g}
+    assert pairs["a|b"]["both_wrong"] == len(wrong_a & wrong_b) and pairs["a|b"]["same_wrong"] == 1
+    assert pairs["a|c"]["both_wrong"] == 0  # c is always right
+    assert "| a / b |" in capsys.readouterr().out
