@@ -139,8 +139,8 @@ def _list(args) -> int:
     from specialists.catalog import CATALOG_DIR, load_catalog
 
     print("| specialist | held-out questions | official F1 (base) | HasAns F1 | NoAns acc | always abstain "
-          "| answerable F1 (base) | abstain F1 (base) | train time | description |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| answerable F1 (base) | abstain F1 (base) | train time | build time | base model | description |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in load_catalog(args.root or CATALOG_DIR).values():
         e, b = s.card.eval, s.card.eval.get("base", {})
         o = e.get("official", {})
@@ -148,11 +148,14 @@ def _list(args) -> int:
         # scores the unanswerable share
         floor = round(100 * e["n_unanswerable"] / e["n"], 1) if e.get("n") else "-"
         minutes = s.card.training.get("result", {}).get("seconds", 0) / 60
+        build = s.card.training.get("build_seconds")
         print(f"| {s.name} | {e.get('split_size', '-')} "
               f"| {o.get('f1', '-')} ({b.get('official', {}).get('f1', '-')}) | {o.get('HasAns_f1', '-')} "
               f"| {o.get('NoAns_exact', '-')} | {floor} "
               f"| {e.get('answerable_f1', '-')} ({b.get('answerable_f1', '-')}) "
-              f"| {e.get('abstain_f1', '-')} ({b.get('abstain_f1', '-')}) | {minutes:.0f} min | {s.card.description} |")
+              f"| {e.get('abstain_f1', '-')} ({b.get('abstain_f1', '-')}) | {minutes:.0f} min "
+              f"| {'-' if build is None else f'{build / 60:.0f} min'} | {s.card.base_model.get('name')} "
+              f"| {s.card.description} |")
     return 0
 
 

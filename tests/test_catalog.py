@@ -22,10 +22,15 @@ def test_domain_recipes_continue_the_reader_on_their_train_questions_and_are_sco
 
     recipe, reader = RECIPES[name], RECIPES["reader"]
     train, test, sources = recipe_data(recipe, eval_limit=10_000)
-    assert {split_of(root_id(e.id)) for e in train} == {"train"}
-    assert {_title(e) for e in train} == set(recipe.titles)
-    unanswerable = sum(not e.answerable for e in train) / len(train)
+    own = [e for e in train if not e.id.endswith("~practice")]
+    practice = [e for e in train if e.id.endswith("~practice")]
+    assert {split_of(root_id(e.id)) for e in own} == {"train"}
+    assert {_title(e) for e in own} == set(recipe.titles)
+    unanswerable = sum(not e.answerable for e in own) / len(own)
     assert unanswerable == pytest.approx(recipe.unanswerable_share, abs=0.01)
+    # as many reading-practice examples, from the reader's train articles only
+    assert len(practice) == len(own) == sources[1]["examples"]
+    assert {article_split(_title(e)) for e in practice if "] (" in e.source} == {"train"}
     # the reader's shape and base, so that its adapter is where this one starts
     assert recipe.starts_from == "reader"
     shape = ("base_model", "rank", "alpha", "target_modules", "layers", "layer_fraction")
