@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from council import base_model
+from council.engine import peft_wrapping
 
 
 def random_adapters(base: base_model.BaseModel, folder: Path, n: int) -> dict[str, Path]:
@@ -16,7 +17,8 @@ def random_adapters(base: base_model.BaseModel, folder: Path, n: int) -> dict[st
 
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     names = [f"bench{i}" for i in range(n)]
-    model = get_peft_model(base_model.load(base.path).model, config, adapter_name=names[0])
+    with peft_wrapping():
+        model = get_peft_model(base_model.load(base.path).model, config, adapter_name=names[0])
     for name in names[1:]:
         model.add_adapter(name, config)
     torch.manual_seed(0)

@@ -130,14 +130,17 @@ def memory(model: str, counts: list[int]) -> dict:
     """Peak resident memory (MB) of a fresh host process per adapter count, after one answer."""
     from peft import LoraConfig, get_peft_model
 
-    from specialists.catalog import ATTENTION, MLP, TOP_LAYERS
+    from council.engine import peft_wrapping
+    from specialists.catalog import ATTENTION, MLP, RECIPES
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_obj = base_model.load(model).model
-        config = LoraConfig(r=8, lora_alpha=16, target_modules=list(ATTENTION + MLP),
-                            layers_to_transform=list(TOP_LAYERS))
-        peft_model = get_peft_model(model_obj, config, adapter_name="a00")
+        # the catalog's shape: the top third of the layers
+        layers = RECIPES["reader"].train.layer_indices(model_obj.config.num_hidden_layers)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules=list(ATTENTION + MLP), layers_to_transform=layers)
+        with peft_wrapping():
+            peft_model = get_peft_model(model_obj, config, adapter_name="a00")
         for i in range(1, max(counts)):
             peft_model.add_adapter(f"a{i:02d}", config)
         peft_model.save_pretrained(tmp, selected_adapters=[f"a{i:02d}" for i in range(max(counts))])

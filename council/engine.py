@@ -103,6 +103,16 @@ class Generation:
         return asdict(self)
 
 
+@contextlib.contextmanager
+def peft_wrapping():
+    """Around peft's wrapping of a base model: peft 0.21 reads transformers' deprecated
+    `is_gradient_checkpointing` there, whose FutureWarning is peft's to fix, not the user's; only that one
+    warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 class PackedLinear(torch.nn.Linear):
     """An nn.Linear whose product runs on packed low-precision weights: int8 per channel (activations
     quantised per call) or fp16 (activations stay fp32).
@@ -202,8 +212,9 @@ class Engine:
         self._check_adapter_files(name, path)
         try:
             if not self._adapters:
-                self.model = PeftModel.from_pretrained(self.base.model, path, adapter_name=name,
-                                                       is_trainable=False)
+                with peft_wrapping():
+                    self.model = PeftModel.from_pretrained(self.base.model, path, adapter_name=name,
+                                                           is_trainable=False)
             else:
                 self.model.load_adapter(path, adapter_name=name, is_trainable=False)
         except Exception as e:  # peft/safetensors errors are long and generic: name the adapter and folder

@@ -98,8 +98,9 @@ class Recipe:
         return max(1, min(self.train.max_steps, math.ceil(self.epochs * examples / self.train.batch_size)))
 
 
-# Memorising new facts needs more than the top attention layers: a first run with TOP_LAYERS/ATTENTION was
-# still at loss 4 after 60 steps. Facts live in the MLPs, so fictional domains adapt every layer and module.
+# Memorising new facts needs more than the top attention layers: a first run with the attention of SmolLM2's
+# top 10 layers was still at loss 4 after 60 steps. Facts live in the MLPs, so fictional domains adapt every
+# layer and module.
 _SYNTH_TRAIN = TrainConfig(learning_rate=1e-3, max_steps=150)
 _DESCRIPTIONS = {
     "history": "History: the Normans, the Huguenots, imperialism, the French and Indian War, Islamism.",

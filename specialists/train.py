@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from council import base_model
+from council.engine import peft_wrapping
 from council.prompts import render, reply_text
 from specialists.data import Example
 
@@ -212,7 +213,8 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM",
                       layers_to_transform=config.layer_indices(base.model.config.num_hidden_layers))
-    model = get_peft_model(base.model, lora).to(device)
+    with peft_wrapping():
+        model = get_peft_model(base.model, lora).to(device)
     if config.init_adapter:
         _start_from(model, Path(config.init_adapter), device)
     model.train()

@@ -102,11 +102,14 @@ def make_lora(base_folder: Path, out: Path, *, seed: int, r: int = 4, targets=("
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from council.engine import peft_wrapping
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True)
     # init_lora_weights=False: B is random too, so each adapter really changes the output
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
-                                                  layers_to_transform=layers, init_lora_weights=False))
+    with peft_wrapping():
+        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
+                                                      layers_to_transform=layers, init_lora_weights=False))
     peft_model.save_pretrained(out)
     return out
 
