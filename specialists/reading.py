@@ -124,6 +124,28 @@ def windowed(example: Example, sentences: int, seed: int = 0) -> Example:
     return replace(example, context=(window(paragraph, span, sentences, random.Random(f"{seed}:{example.id}")),))
 
 
+def with_distractors(examples: Sequence[Example], most: int = 2, sentences: int = 2,
+                     seed: int = 0) -> list[Example]:
+    """Each example with 0 to `most` passages of other examples beside its own (`sentences` long, none holding
+    its answers), all in random order: the council's shared context is several retrieved passages with the
+    answer in one of them, and a reader trained on one passage alone abstains when it sees three."""
+    rng = random.Random(seed)
+    pool = list(dict.fromkeys(p for e in examples for p in e.context))
+    out = []
+    for e in examples:
+        want, extra = rng.randint(0, most), []
+        for _ in range(10 * most):  # a few draws may hold the answer or be its own passage
+            if len(extra) == want:
+                break
+            p = rng.choice(pool)
+            if p not in e.context and not answer_in(e.answers, p):
+                extra.append(window(p, None, sentences, rng))
+        context = [*e.context, *extra]
+        rng.shuffle(context)
+        out.append(replace(e, context=tuple(context)))
+    return out
+
+
 def mix(sets: Sequence[ReadingSet], *, size: int, unanswerable_share: float, seed: int = 0) -> list[Example]:
     """A training mix of `size` examples drawn evenly across the sets' answerable questions, with
     `unanswerable_share` of them unanswerable: the files' own unanswerable questions first, then swaps."""

@@ -84,3 +84,18 @@ def test_the_real_reading_data_never_trains_on_a_held_out_article():
     answers = {e.id: e.answers for e in train.examples}
     assert train.swaps and all(not reading.answer_in(answers[s.id.removesuffix("~swap")], s.context[0])
                                for s in train.swaps)
+
+
+def test_distractors_sit_beside_the_passage_and_never_hold_the_answer():
+    from specialists.reading import answer_in, with_distractors
+
+    examples = [Example(f"q{i}", f"Question {i}?", f"answer{i}", context=(f"Passage {i} says answer{i}. More.",),
+                        kind="squad", answers=(f"answer{i}",)) for i in range(30)]
+    out = with_distractors(examples, most=2, seed=1)
+    assert [e.id for e in out] == [e.id for e in examples]
+    assert {len(e.context) for e in out} == {1, 2, 3}  # none, one or two others
+    for before, after in zip(examples, out):
+        assert before.context[0] in after.context  # its own passage, somewhere among them
+        others = [p for p in after.context if p != before.context[0]]
+        assert not any(answer_in(before.answers, p) for p in others)
+    assert with_distractors(examples, most=2, seed=1) == out  # the same on every run
