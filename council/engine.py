@@ -23,6 +23,7 @@ import contextlib
 import functools
 import inspect
 import json
+import math
 import re
 import time
 import warnings
@@ -89,11 +90,23 @@ class Generation:
 
     @property
     def no_answer_margin(self) -> float:
-        """log P(abstain) minus log P(the answer's first token) at the first step, for a row generated with
-        `answer_only`: above 0, greedy decoding would have abstained; +inf when no answer token came."""
+        """The log-odds of abstaining at the first step, log P(abstain) - log(1 - P(abstain)), for a row
+        generated with `answer_only`: above 0 the model puts more than half its probability on the abstention.
+        Greedy decoding abstains sooner, whenever the abstention beats the single likeliest other token, so an
+        answer whose probability is spread over several first tokens loses to it (`greedy_abstains`).
+        -inf without an abstention score; +inf when no answer token came."""
         if self.abstain_logprob is None:
             return float("-inf")
-        return self.abstain_logprob - (self.token_logprobs[0] if self.token_logprobs else float("-inf"))
+        if not self.token_logprobs or self.abstain_logprob >= 0.0:
+            return float("inf")
+        return self.abstain_logprob - math.log1p(-math.exp(self.abstain_logprob))
+
+    @property
+    def greedy_abstains(self) -> bool:
+        """What plain greedy decoding would have said: the abstention's first token beats the answer's."""
+        if self.abstain_logprob is None:
+            return False
+        return not self.token_logprobs or self.abstain_logprob > self.token_logprobs[0]
 
     @property
     def mean_logprob(self) -> float:

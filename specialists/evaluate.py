@@ -2,10 +2,11 @@
 
 The base model and every specialist answer in the same mixed-adapter batches, so one pass over the
 questions scores them all. Each row is generated with the abstention's first token banned (`answer_only`),
-so it gives its best answer, and carries its no-answer margin: log P(abstain) minus log P(its answer's first
-token) at the first step. Abstention is then a decision apart from the answer: abstain when the margin is
-above a threshold. Threshold 0 is exactly what plain greedy decoding would have said (the abstention wins the
-first step); a threshold fitted on validation questions is the SQuAD 2.0 readers' way (`fit_threshold`).
+so it gives its best answer, and carries its no-answer margin: the log-odds of the abstention at the first
+step. Abstention is then a decision apart from the answer: abstain when the margin is above a threshold.
+Threshold 0 abstains when the model puts more than half its probability on the abstention; plain greedy
+decoding (`Generation.greedy_abstains`) is reported beside it; a threshold fitted on validation questions is
+the SQuAD 2.0 readers' way (`fit_threshold`).
 """
 
 from __future__ import annotations
@@ -138,13 +139,14 @@ def evaluate(engine: Engine, adapter: str, examples: Sequence[Example], *, by_ki
         elif validation:
             thresholds[a], how[a] = fit_threshold(rows, validation), f"fitted on {len(validation)} validation questions"
         else:
-            thresholds[a], how[a] = 0.0, "greedy"
+            thresholds[a], how[a] = 0.0, "0: abstain when P(abstain) > 1/2"
     texts = {a: decide(answers[a], thresholds[a]) for a in (adapter, None)}
     result = score(texts[adapter], examples)
     result["base"] = score(texts[None], examples)
     for key, a in (("no_answer", adapter), ("base_no_answer", None)):
-        result[key] = {"threshold": round(thresholds[a], 4), "how": how[a],
-                       "greedy_official": score(decide(answers[a], 0.0), examples)["official"]}
+        greedy = [ABSTAIN_ANSWER if g.greedy_abstains else g.text for g in answers[a]]
+        result[key] = {"threshold": round(thresholds[a], 4), "how": how[a], "rule": "log-odds of abstaining",
+                       "greedy_official": score(greedy, examples)["official"]}
     if by_kind:
         for kind in sorted({e.kind for e in examples}):
             idx = [i for i, e in enumerate(examples) if e.kind == kind]

@@ -18,11 +18,18 @@ def _ex(i, answer):
                    kind="squad" if answer else "squad_unanswerable", answers=(answer,) if answer else ())
 
 
-def test_margin_and_greedy_decision():
+def test_margin_is_the_log_odds_of_abstaining_and_greedy_is_reported_apart():
+    import math
+
     rows = [_gen("Paris", -0.1, -3.0), _gen("Rollo", -2.0, -0.5)]
-    assert rows[0].no_answer_margin == pytest.approx(-2.9) and rows[1].no_answer_margin == pytest.approx(1.5)
-    assert decide(rows) == ["Paris", ABSTAIN_ANSWER]  # threshold 0: what greedy decoding would say
+    p = math.exp(-0.5)
+    assert rows[1].no_answer_margin == pytest.approx(math.log(p / (1 - p)))
+    assert decide(rows) == ["Paris", ABSTAIN_ANSWER]  # threshold 0: more than half the probability abstains
     assert decide(rows, threshold=2.0) == ["Paris", "Rollo"]
+    # an answer spread over first tokens: P(abstain) 0.32 beats the top answer token (0.2), not the rest (0.68)
+    spread = _gen("1066", math.log(0.2), math.log(0.32))
+    assert spread.greedy_abstains and spread.no_answer_margin < 0 and decide([spread]) == ["1066"]
+    assert _gen("", -1.0, -0.1).no_answer_margin > 0 and not rows[0].greedy_abstains
 
 
 def test_fitted_threshold_beats_greedy_when_the_reader_over_abstains():
