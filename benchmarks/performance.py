@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1 repeat, 16 tokens, default engine only")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
-    parser.add_argument("--model", default=base_model.BUILTIN_MODEL)
+    parser.add_argument("--model", default=base_model.GEMMA_MODEL,
+                        help="base model (the catalog's specialists it loads are trained on this one)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--k", type=int, default=3, help="council size of the engines section")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray host in the council section")

@@ -139,6 +139,14 @@ def real_base():
     return base_model.load(base_model.BUILTIN_MODEL)
 
 
+@pytest.fixture(scope="session")
+def real_gemma():
+    """The real Gemma 3 270M, the catalog's base, converted from its GGUF packages on first use (cached after)."""
+    from council import base_model
+
+    return base_model.load(base_model.GEMMA_MODEL)
+
+
 # The tiny council's specialists: (description, typical questions) by name; adapters from `tiny_adapters`.
 TOPICS = {
     "history": ("Wars and conquests of the past.", ["When did the Normans conquer England?", "Who won the war?"]),
