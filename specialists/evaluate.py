@@ -62,6 +62,10 @@ def score(predictions: Sequence[str], examples: Sequence[Example]) -> dict:
     return out
 
 
+def _finite(x: float) -> float | None:
+    return round(x, 4) if abs(x) != float("inf") else None  # JSON has no infinity
+
+
 def _pct(values) -> float:
     values = list(values)
     return round(100 * sum(values) / len(values), 2) if values else 0.0
@@ -158,4 +162,6 @@ def evaluate(engine: Engine, adapter: str, examples: Sequence[Example], *, by_ki
                           "base": texts[None][i]} for i, e in enumerate(examples[:5])]
     # every answer by question id: specialists scored on the same questions can be compared (shared mistakes)
     result["predictions"] = {e.id: texts[adapter][i] for i, e in enumerate(examples)}
+    # and the answer each would give and its no-answer margin: any other threshold can be scored from the card
+    result["answers"] = {e.id: [g.text, _finite(g.no_answer_margin)] for e, g in zip(examples, answers[adapter])}
     return result

@@ -38,6 +38,9 @@ def test_evaluate_writes_the_cards_eval_on_test_and_other_splits_as_held_out(tmp
     written = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
     assert written["split"] == "test" and written["split_size"] == written["n"] == 3
     assert "note" not in written and set(written["base"]) >= {"answerable_f1", "n"}
+    # every question's decided answer, and the answer it would give with its no-answer margin
+    assert set(written["predictions"]) == set(written["answers"]) and len(written["answers"]) == 3
+    assert all(isinstance(text, str) for text, _ in written["answers"].values())
 
     assert main(["evaluate", "economics", "--root", str(root), "--splits", "validation", "--write"]) == 0
     after = json.loads((root / "economics" / "specialist.json").read_text())["eval"]
