@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -40,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from council import base_model  # noqa: E402
 from council.config import CouncilConfig  # noqa: E402
 from council.council import Council  # noqa: E402
+from council.hosts import connect  # noqa: E402
 from conftest import HashEmbedder  # noqa: E402  (a model-free embedder: this benchmark times hosts)
 from council.jobs import answer_file  # noqa: E402
 from council.retrieval import Document, DocumentStore  # noqa: E402
@@ -158,7 +158,7 @@ def throughput(tmp: Path, n_questions: int, max_new_tokens: int, rounds: int) ->
     questions = tmp / "questions.jsonl"
     questions.write_text("".join(json.dumps({"id": i, "question": QUESTIONS[i % len(QUESTIONS)]}) + "\n"
                                  for i in range(n_questions)))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    connect()  # the embedded instance, on loopback; this machine has 2 CPUs
     layouts = {"1 host x 2 CPUs": dict(placement="single", num_cpus=2),
                "2 hosts x 1 CPU": dict(placement="spread", n_hosts=2, num_cpus=1),
                "1 host x 1 CPU": dict(placement="single", num_cpus=1)}  # a reference: what the 2nd thread buys

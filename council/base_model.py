@@ -173,8 +173,11 @@ def load(name_or_path: str | os.PathLike = BUILTIN_MODEL, *, cache_dir: str | os
     hf_logging.disable_progress_bar()  # a per-tensor bar for a 1-2 s load is noise
     t0 = time.perf_counter()
     path = resolve(name_or_path, cache_dir=cache_dir)
+    if not any(path.glob("*.safetensors")):
+        raise ModelNotFoundError(f"{path} holds no *.safetensors weights: council loads only safetensors, never "
+                                 "a pickle format such as pytorch_model.bin (loading a pickle can run code)")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, use_safetensors=True)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -69,25 +70,31 @@ class Embedder:
         self.name = MODEL_NAME if path is None else self.path.name
         self.batch_size = batch_size
         self.query_threads = query_threads
+        self._lock = threading.Lock()
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor bar for a 1 s load is noise in the CLI
-        self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True,
+                                         model_kwargs={"use_safetensors": True})  # never a pickle
         self.model.max_seq_length = max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 embeddings, one row per text (shape (0, dim) for no texts)."""
-        import torch
-
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:  # the thread count it sets for a call is the process's: one call at a time
+            return self._encode(list(texts))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
         threads = torch.get_num_threads()
         if self.query_threads is not None and len(texts) <= 4:
             torch.set_num_threads(self.query_threads)
         try:
             vectors = self.model.encode(
-                list(texts),
+                texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,

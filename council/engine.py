@@ -25,6 +25,7 @@ import inspect
 import json
 import math
 import re
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -41,7 +42,6 @@ Quantize = Literal["none", "fp16", "int8"]
 QUANTIZE: tuple[str, ...] = ("none", "fp16", "int8")
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class AdapterError(ValueError):
@@ -170,8 +170,20 @@ def pack_linears(model: torch.nn.Module, precision: Literal["int8", "fp16"]) -> 
     return len(targets)
 
 
+def _serialised(method):
+    """One call at a time per engine: peft routes rows to adapters through state of the model (hooks set for
+    the call), not of the call, so two threads generating at once would read each other's adapters."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return call
+
+
 class Engine:
-    """One base model and its named LoRA adapters; `generate` answers a mixed-adapter batch."""
+    """One base model and its named LoRA adapters; `generate` answers a mixed-adapter batch.
+
+    Safe to share between threads: its calls run one at a time, each caller getting its own rows."""
 
     def __init__(self, base: BaseModel, *, threads: int | None = None,
                  quantize: Quantize = "none"):
@@ -183,6 +195,7 @@ class Engine:
             torch.set_num_threads(threads)
         self.base = base
         self.tokenizer = base.tokenizer
+        self._lock = threading.RLock()
         # (in, out) of every Linear of the plain base model, to check adapter shapes before peft sees them
         self._linear_shapes = {n: (m.in_features, m.out_features)
                                for n, m in base.model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -205,6 +218,7 @@ class Engine:
         """Names of the loaded adapters, in load order."""
         return list(self._adapters)
 
+    @_serialised
     def load_adapter(self, name: str, path: str | Path, *, base_fingerprint: str | None = None) -> None:
         """Load the PEFT adapter folder `path` as `name`, after checking it fits this base model.
 
@@ -238,6 +252,7 @@ class Engine:
             (int(m.group(1)) for n, mod in self.model.named_modules()
              if name in getattr(mod, "lora_A", {}) and (m := re.search(r"\.layers\.(\d+)\.", n))), default=0)
 
+    @_serialised
     def unload_adapter(self, name: str) -> None:
         """Remove a loaded adapter and free its weights."""
         self._require_adapter(name)
@@ -248,6 +263,7 @@ class Engine:
         del self._adapters[name]
         del self._first_layer[name]
 
+    @_serialised
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], *, max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int | None = None, answer_only: bool = False) -> list[Generation]:
@@ -375,6 +391,7 @@ class Engine:
                 finished=finished, seconds=seconds, abstain_logprob=logprobs[i, 0, self.abstain_token].item()))
         return results
 
+    @_serialised
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[Request], continuations: Sequence[str]) -> list[list[float]]:
         """The log-prob of each token of each continuation, end-of-turn included, as the reply to its request,
@@ -438,11 +455,13 @@ class Engine:
             json.loads(config_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise AdapterError(f"adapter {name!r}: {config_file} is not valid JSON ({e})") from e
-        weights = next((path / f for f in _WEIGHT_FILES if (path / f).is_file()), None)
-        if weights is None:
-            raise AdapterError(f"adapter {name!r}: {path} holds no weights (looked for {', '.join(_WEIGHT_FILES)})")
-        if weights.suffix == ".safetensors":
-            self._check_shapes(name, weights)
+        weights = path / "adapter_model.safetensors"
+        if not weights.is_file():
+            pickled = (path / "adapter_model.bin").is_file()
+            raise AdapterError(f"adapter {name!r}: {path} holds no adapter_model.safetensors" + (
+                " but adapter_model.bin, a pickle, which council never loads (a pickle can run code): "
+                "ask for the adapter in safetensors, the format peft saves by default" if pickled else ""))
+        self._check_shapes(name, weights)
 
     def _check_shapes(self, name: str, weights: Path) -> None:
         from safetensors import safe_open

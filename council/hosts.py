@@ -23,6 +23,7 @@ call in this thread cannot be abandoned).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from council.engine import AdapterError, Generation, Quantize, Request
 HostMode = Literal["inprocess", "ray"]
 Placement = Literal["single", "spread", "per_specialist"]
 CONNECT_TIMEOUT_S = 5.0  # an unreachable cluster address fails within this
+LOOPBACK = "127.0.0.1"  # where an embedded Ray instance listens: nowhere else
 START_TIMEOUT_S = 600.0  # every host must load its model and adapters within this
 
 
@@ -216,7 +218,7 @@ def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None
     if not sep or not port.isdigit():
         return
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+        socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout).close()
     except OSError as e:
         raise ConnectionError(
             f"cannot reach the Ray cluster at {address!r} ({e}): start one with `ray start --head`, check the "
@@ -228,7 +230,8 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> bool:
     """Make sure this process is connected to Ray; True when it started an embedded instance (to shut down).
 
     Already connected: nothing to do. An address (or $RAY_ADDRESS, which `ray job submit` sets): join it.
-    Neither: start a quiet local instance, without dashboard and without an auth token in the home folder."""
+    Neither: start a quiet local instance on loopback only, without dashboard and without an auth token in the
+    home folder."""
     import ray
 
     if ray.is_initialized():
@@ -239,8 +242,33 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token written under the home folder
-    ray.init(include_dashboard=dashboard, log_to_driver=False, logging_level=logging.WARNING)
+    with _loopback_node():
+        ray.init(include_dashboard=dashboard, dashboard_host=LOOPBACK, log_to_driver=False,
+                 logging_level=logging.WARNING)
     return True
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Start Ray with 127.0.0.1 as its node IP, so that every server it opens (GCS, raylet, object manager,
+    agents, workers) listens on loopback only (tests/test_security.py checks each port).
+
+    Ray binds its servers to the node IP, and on Linux it replaces a given 127.0.0.1 by the machine's outward IP
+    (`services.resolve_ip_for_localhost`) unless its local-only switch is off: the switch is read from the
+    environment when ray_constants is imported, and the processes Ray starts inherit the variable."""
+    from ray._private import ray_constants
+
+    var, before = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, ray_constants.ENABLE_RAY_CLUSTER
+    env = os.environ.get(var)
+    os.environ[var], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:  # once started, the node keeps its IP; a later connection to a real cluster must not be local-only
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if env is None:
+            os.environ.pop(var)
+        else:
+            os.environ[var] = env
 
 
 _REMOTE_HOST = None

@@ -4,11 +4,13 @@ Each question example is tokenised as the engine will ask it (council.prompts.re
 answer and the end-of-turn token, and the loss covers the answer tokens only; a text example (a document)
 is trained on all its tokens. Batches are padded only to their longest row (dynamic padding: 3x cheaper
 than a fixed length on CPU, ENVIRONMENT.md). Every `checkpoint_every` steps the adapter, optimiser and step
-are saved under `<out>/checkpoint/`; a run started again with the same config resumes from there.
+are saved under `<out>/checkpoint/` as safetensors and JSON (no pickle: a checkpoint cannot run code); a run
+started again with the same config and data resumes from there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -27,6 +29,7 @@ from specialists.data import Example
 
 
 FINISHED_FILE = "training.json"  # a finished run's config, data size and figures, beside its adapter
+STATE_TENSORS, STATE_JSON = "state.safetensors", "state.json"  # a checkpoint's optimiser and RNG; the rest
 
 
 @dataclass
@@ -225,16 +228,11 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
 
     checkpoint = out_dir / "checkpoint"
+    run = _run_id(config, kept)
     start, losses, before = 0, [], 0.0  # `before`: training seconds of the runs this one resumes
-    if (checkpoint / "state.pt").is_file():
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
-        if _comparable(state["config"]) != _comparable(config.to_dict()) or state["examples"] != len(kept):
-            raise ValueError(f"{checkpoint} was made by another config or data set: delete it to start over")
+    if (state := _load_state(checkpoint, run, optimizer, scheduler)) is not None:
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=device))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, losses, before = state["step"], state["losses"], state.get("seconds", 0.0)
-        torch.set_rng_state(state["rng"])
+        start, losses, before = state["step"], state["losses"], state["seconds"]
 
     per_epoch = math.ceil(len(kept) / config.batch_size)
     lengths = [len(ids) for ids, _ in kept]
@@ -258,10 +256,8 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
         bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
             model.save_pretrained(checkpoint)
-            torch.save({"config": config.to_dict(), "examples": len(kept), "step": step + 1, "losses": losses,
-                        "seconds": before + time.perf_counter() - t0,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state()}, checkpoint / "state.pt")
+            _save_state(checkpoint, {"run": run, "step": step + 1, "losses": losses,
+                                     "seconds": before + time.perf_counter() - t0}, optimizer, scheduler)
     bar.close()
     model.save_pretrained(out_dir)
     _store_half(out_dir / "adapter_model.safetensors")
@@ -275,6 +271,54 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
                                                      "result": result.to_dict(), "losses": losses}) + "\n")
     shutil.rmtree(checkpoint, ignore_errors=True)
     return result
+
+
+def _run_id(config: TrainConfig, kept: list) -> str:
+    """What makes a checkpoint this run's: the config (less its thread count) and the tokenised data."""
+    h = hashlib.sha256(json.dumps(_comparable(config.to_dict()), sort_keys=True).encode())
+    for ids, labels in kept:
+        h.update(json.dumps([list(map(int, ids)), list(map(int, labels))]).encode())
+    return h.hexdigest()
+
+
+def _save_state(checkpoint: Path, meta: dict, optimizer, scheduler) -> None:
+    """The optimiser's tensors and the RNG as safetensors, everything else as JSON: no pickle to load back."""
+    from safetensors.torch import save_file
+
+    opt = optimizer.state_dict()
+    tensors = {f"optimizer.{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items()}
+    tensors["rng"] = torch.get_rng_state()
+    save_file(tensors, checkpoint / STATE_TENSORS)
+    meta = {**meta, "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict()}
+    (checkpoint / STATE_JSON).write_text(json.dumps(meta) + "\n")  # written last: the checkpoint is whole
+
+
+def _load_state(checkpoint: Path, run: str, optimizer, scheduler) -> dict | None:
+    """Restore the optimiser, scheduler and RNG of this run's checkpoint; None when there is none."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if (checkpoint / "state.pt").exists():
+        raise ValueError(f"{checkpoint} holds a pickled state.pt, which council never loads (a pickle can run "
+                         "code): delete the folder to start over")
+    if not (checkpoint / STATE_JSON).is_file():
+        return None
+    try:
+        meta = json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(checkpoint / STATE_TENSORS)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ValueError(f"{checkpoint} is corrupt ({e}): delete it to start over") from e
+    if not isinstance(meta, dict) or meta.get("run") != run:
+        raise ValueError(f"{checkpoint} was made by another config or data set: delete it to start over")
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng"])
+    return meta
 
 
 def _comparable(config: dict) -> dict:

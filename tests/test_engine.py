@@ -97,7 +97,7 @@ def test_adapter_folder_errors(engine, tiny_adapters, tmp_path):
     noweights = tmp_path / "noweights"
     noweights.mkdir()
     (noweights / "adapter_config.json").write_text((tiny_adapters["law"] / "adapter_config.json").read_text())
-    with pytest.raises(AdapterError, match="holds no weights"):
+    with pytest.raises(AdapterError, match="holds no adapter_model.safetensors"):
         engine.load_adapter("noweights", noweights)
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
