@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple
 
 from rapidfuzz import fuzz, process
 
@@ -135,14 +135,12 @@ class AggregatorConfig:
     cluster_threshold: float = 85.0  # rapidfuzz score (0-100) at which two normalised answers are the same
 
     def __post_init__(self) -> None:
-        choices = list(get_args(Strategy))
-        if self.strategy not in choices:
-            raise ValueError(f"strategy={self.strategy!r}: must be one of {choices}")
+        strict.check_types(self, prefix="aggregator.")
         for name in ("min_agreement", "min_grounding"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}: must be a number between 0 and 1 (0 turns the check off)")
-        if isinstance(self.quorum, bool) or not isinstance(self.quorum, int) or self.quorum < 1:
+        if self.quorum < 1:
             raise ValueError(f"quorum={self.quorum!r}: must be an integer of at least 1 (the votes that must arrive)")
         if not 0.0 <= self.cluster_threshold <= 100.0:
             raise ValueError(

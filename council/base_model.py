@@ -134,6 +134,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "council"
 
 
+def cache_lock(entry: Path):
+    """A file lock beside a cache entry: processes that fill the same entry at once (two first runs) wait for
+    one another, so the entry is made once and nobody reads it half-written."""
+    from filelock import FileLock
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{entry}.lock")
+
+
 def resolve(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
     """The local folder that holds the model, converting the built-in GGUF on first use.
 
@@ -207,13 +216,16 @@ def fingerprint(model: torch.nn.Module) -> str:
 def _builtin_folder(b: Builtin, cache_dir: Path) -> Path:
     """The safetensors copy of a built-in model, made from its package's GGUF on first use."""
     target = cache_dir / "models" / b.name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    ready = lambda: (target / "config.json").is_file() and (target / "model.safetensors").is_file()  # noqa: E731
+    if ready():
         return target
     if importlib.util.find_spec(b.module) is None:
         raise ModelNotFoundError(
             f"the built-in model {b.name!r} ({b.about}) needs the Python package {b.module!r}, which is not "
             f"installed: run `{b.install}`, or `make install`")
-    _convert_gguf(b, target)
+    with cache_lock(target):
+        if not ready():  # another process may have converted it while this one waited
+            _convert_gguf(b, target)
     return target
 
 

@@ -3,6 +3,7 @@
   council ask "When did the Normans conquer England?"      # the demo council, readable verdict
   council ask --json "..."                                  # the verdict as one JSON object
   council ask --config council.json "..."                   # your own council
+  echo "..." | council ask -                                # the question from stdin
   council index docs/ notes.md --store my-store             # build or extend a document store
   council specialists                                       # the catalog with its figures
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 
@@ -19,23 +22,47 @@ def _config(args):
     from council.config import CouncilConfig
 
     config = CouncilConfig.from_file(args.config) if args.config else CouncilConfig()
+    # a flag given is checked like the same value in a file (`--threads 0` is refused, not dropped)
     overrides = {k: v for k, v in (("base_model", args.model), ("store", args.store), ("threads", args.threads),
-                                   ("specialists", args.specialists)) if v}
+                                   ("specialists", args.specialists)) if v is not None}
     return CouncilConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (\\x1b, \\n): a question or answer cannot move the terminal."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give names separated by commas, none empty (history,economics)")
+    return names
+
+
+def at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
+
+
 def _print_verdict(v) -> None:
-    print(f"Q: {v.question}" + ("  (truncated)" if v.truncated else ""))
+    print(f"Q: {printable(v.question)}" + ("  (truncated)" if v.truncated else ""))
     if v.abstained:
         print(f"A: I don't know  (abstained: {v.reason})")
     else:
-        print(f"A: {v.answer}")
+        print(f"A: {printable(v.answer)}")
     g = "-" if v.grounding is None else f"{v.grounding:.2f}"
     print(f"   confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · grounding {g}")
     print("\nvotes:")
     for vote in v.votes:
         score = v.route.scores.get(vote.specialist)
-        print(f"  {vote.specialist:22} {'' if score is None else f'route {score:.2f}':11} {vote.answer!r}")
+        print(f"  {vote.specialist:22} {'' if score is None else f'route {score:.2f}':11} "
+              f"{printable(repr(vote.answer))}")
     for name in v.missing:
         print(f"  {name:22} (no vote: {next((x.error for x in v.votes if x.specialist == name), 'missing')})")
     if v.route.fallback:
@@ -51,13 +78,14 @@ def _ask(args) -> int:
     from council.council import Council, QuestionError, check_question
 
     config = _config(args)
+    question = sys.stdin.read().strip() if args.question == "-" else args.question
     try:  # before loading anything: a bad question fails in a second, not after the models load
-        check_question(args.question, max_chars=config.max_question_chars, overlong=config.overlong)
+        check_question(question, max_chars=config.max_question_chars, overlong=config.overlong)
     except QuestionError as e:
         print(f"council ask: {e}", file=sys.stderr)
         return 2
     with Council(config) as council:
-        verdict = council.ask(args.question)
+        verdict = council.ask(question)
     print(verdict.to_json() if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_verdict(verdict)
@@ -94,21 +122,32 @@ def _specialists(args) -> int:
     return 0
 
 
+def setup_logging() -> None:
+    """A CLI's notices and progress go to stderr, so that stdout holds only its result (valid `--json`)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('council')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from council.config import ConfigError
 
+    setup_logging()
     parser = argparse.ArgumentParser(prog="council", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", help="ask the council a question",
                          description="Ask the council (the demo one unless --config) and print its verdict.")
-    ask.add_argument("question")
+    ask.add_argument("question", help='the question; "-" reads it from stdin')
     ask.add_argument("--config", help="a council config file (JSON or TOML); default: the built-in demo")
     ask.add_argument("--model", help="base model: a local folder, a cached hub id or the built-in name")
     ask.add_argument("--store", help="a document store folder made by `council index`")
-    ask.add_argument("--specialists", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+    ask.add_argument("--specialists", type=_names,
                      help="seat only these specialists, comma-separated (e.g. history,economics)")
-    ask.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ask.add_argument("--threads", type=at_least_one, help="torch threads (default: torch's choice)")
     ask.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     ask.set_defaults(func=_ask)
     index = sub.add_parser("index", help="build or extend a document store",

@@ -7,12 +7,12 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from council import strict
 from council.aggregator import AggregatorConfig
 from council.base_model import GEMMA_MODEL
-from council.engine import QUANTIZE, Quantize
+from council.engine import Quantize
 from council.hosts import HostsConfig
 from council.router import RouterConfig
 
@@ -62,24 +62,16 @@ class CouncilConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
-        if isinstance(self.router, dict):
-            self.router = RouterConfig.from_dict(self.router)
-        if isinstance(self.aggregator, dict):
-            # a table changes what it names: setting only the strategy must not drop the fitted thresholds
-            self.aggregator = AggregatorConfig.from_dict({**FITTED_AGGREGATOR.to_dict(), **self.aggregator})
-        if isinstance(self.hosts, dict):
-            try:
-                self.hosts = HostsConfig.from_dict(self.hosts)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(str(e)) from e
+        try:  # every sub-table is laid over this config's own default for it, then every field type-checked
+            for name, sub in (("router", RouterConfig), ("aggregator", AggregatorConfig), ("hosts", HostsConfig)):
+                strict.overlay(self, name, sub)
+            strict.check_types(self)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
         for name in ("context_tokens", "retrieve_k", "max_new_tokens", "max_question_chars", "max_batch_rows"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value < 1:
                 raise ConfigError(f"{name}={value!r}: must be a whole number of at least 1")
-        for name, choices in (("overlong", get_args(Overlong)), ("fallback", get_args(Fallback)),
-                              ("quantize", QUANTIZE)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
         if self.specialists is not None and not self.specialists:
             raise ConfigError("specialists=[]: name at least one specialist, or leave it out to seat the catalog")
         if self.threads is not None and self.threads < 1:

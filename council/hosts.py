@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from council import strict
 from council.engine import AdapterError, Generation, Quantize, Request
@@ -83,26 +83,20 @@ class HostsConfig:
     dashboard: bool = False  # start the Ray dashboard with an embedded instance
 
     def __post_init__(self) -> None:
-        for name, choices in (("mode", get_args(HostMode)), ("placement", get_args(Placement))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"hosts.{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        if isinstance(self.n_hosts, bool) or not isinstance(self.n_hosts, int) or self.n_hosts < 1:
+        strict.check_types(self, prefix="hosts.")
+        if self.n_hosts < 1:
             raise ValueError(f"hosts.n_hosts={self.n_hosts!r}: must be a whole number of at least 1")
         if self.n_hosts > 1 and self.placement != "spread":
             raise ValueError(f"hosts.n_hosts={self.n_hosts} with placement={self.placement!r}: n_hosts is read by "
                              "the 'spread' placement only; set placement='spread'")
-        if self.num_cpus is not None and (isinstance(self.num_cpus, bool) or not self.num_cpus > 0):
+        if self.num_cpus is not None and not self.num_cpus > 0:
             raise ValueError(f"hosts.num_cpus={self.num_cpus!r}: must be a number above 0, or None")
-        if isinstance(self.num_gpus, bool) or not isinstance(self.num_gpus, int | float) or self.num_gpus < 0:
+        if self.num_gpus < 0:
             raise ValueError(f"hosts.num_gpus={self.num_gpus!r}: must be a number of at least 0")
-        if self.deadline_s is not None and (isinstance(self.deadline_s, bool) or not self.deadline_s > 0):
+        if self.deadline_s is not None and not self.deadline_s > 0:
             raise ValueError(f"hosts.deadline_s={self.deadline_s!r}: must be a number of seconds above 0, or None")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < -1:
+        if self.restarts < -1:
             raise ValueError(f"hosts.restarts={self.restarts!r}: must be a whole number >= 0 (or -1: always)")
-        if self.resources is not None and not (isinstance(self.resources, list) and
-                                               all(isinstance(r, dict) for r in self.resources)):
-            raise ValueError(f"hosts.resources={self.resources!r}: must be a list with one dict per host, "
-                             "e.g. [{'node_a': 1}, {'node_b': 1}]")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+
+logger = logging.getLogger(__name__)
+VERDICT_START = b'{"id": '  # how every verdict line begins (json.dumps of {"id": ..., ...})
 
 
 class JobError(ValueError):
@@ -94,8 +99,13 @@ def read_questions(path: str | Path) -> tuple[list[Question], list[Skipped]]:
     if not path.is_file():
         raise JobError(f"input file {path} does not exist")
     questions, skipped, first_line = [], [], {}
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, raw in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, data in enumerate(f, start=1):
+            try:  # a line that is not UTF-8 is skipped like any malformed line, not answered with U+FFFD
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                skipped.append(Skipped(n, f"not UTF-8 (byte {data[e.start]:#04x} at column {e.start + 1})"))
+                continue
             if not raw.strip():
                 continue
             try:
@@ -127,52 +137,91 @@ def _malformed(item, first_line: dict) -> str | None:
     return None
 
 
-def read_done(path: str | Path, ids: set) -> set:
-    """Ids already answered in an existing output, after cutting a truncated last line (a crash mid-write).
+def read_done(path: str | Path, questions: dict) -> set:
+    """Ids already answered in an existing output (`questions`: the input's question by id), after cutting
+    a truncated last verdict line (a crash mid-write).
 
-    Refuses (JobError) an output that is not this job's: a complete line that is not a JSON object with an
-    id, or an id that is not in the input. The file is left untouched then."""
+    Refuses (JobError) an output that is not this job's, and leaves it untouched: a complete line that is not
+    a verdict of an input question (not JSON, no id, an id not in the input, the same id with another
+    question), or an unterminated last line that is not the start of a verdict."""
     path = Path(path)
     if not path.exists():
         return set()
     data = path.read_bytes()
     complete_end = data.rfind(b"\n") + 1  # bytes up to the last newline are complete lines
     tail = data[complete_end:]
+    refuse = "refusing to write to it: choose another --output"
     done = set()
-    for n, raw in enumerate(data[:complete_end].decode("utf-8", errors="replace").splitlines(), start=1):
+    for n, raw in enumerate(data[:complete_end].splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            item = json.loads(raw)
-        except json.JSONDecodeError:
-            raise JobError(f"{path} line {n} is not JSON: this output is not this job's (or is corrupt); "
-                           "refusing to append to it: choose another --output") from None
-        if not isinstance(item, dict) or "id" not in item:
-            raise JobError(f"{path} line {n} has no 'id': this output is not this job's; refusing to append "
-                           "to it: choose another --output")
-        if item["id"] not in ids:
-            raise JobError(f"{path} line {n} has id {item['id']!r}, which is not in the input: this output is "
-                           "not this job's; refusing to append to it: choose another --output")
+            item = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise JobError(f"{path} line {n} is not a JSON verdict: this output is not this job's (or is "
+                           f"corrupt); {refuse}") from None
+        _check_verdict(item, questions, f"{path} line {n}", refuse)
         done.add(item["id"])
     if tail.strip():
+        if not tail.startswith(VERDICT_START):
+            raise JobError(f"{path}: its last line has no line end and is not the start of a verdict: this output "
+                           f"is not this job's; {refuse}")
         try:  # a last line complete but for its newline is kept
-            item = json.loads(tail)
-            if isinstance(item, dict) and item.get("id") in ids:
-                done.add(item["id"])
-                with path.open("ab") as f:
-                    f.write(b"\n")
-                return done
-        except json.JSONDecodeError:
-            pass
-        print(f"council.jobs: {path}: cutting a truncated last line ({len(tail)} bytes) left by a crash; "
-              "its question is answered again", file=sys.stderr)
+            item = json.loads(tail.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            logger.warning("council.jobs: %s: cutting a truncated last line (%d bytes) left by a crash; its "
+                           "question is answered again", path, len(tail))
+        else:
+            _check_verdict(item, questions, f"{path} last line", refuse)
+            done.add(item["id"])
+            with path.open("ab") as f:
+                f.write(b"\n")
+            return done
     if tail:
         with path.open("r+b") as f:
             f.truncate(complete_end)
     return done
 
 
+def _check_verdict(item, questions: dict, where: str, refuse: str) -> None:
+    if not isinstance(item, dict) or "id" not in item:
+        raise JobError(f"{where} has no 'id': this output is not this job's; {refuse}")
+    if item["id"] not in questions:
+        raise JobError(f"{where} has id {item['id']!r}, which is not in the input: this output is not this "
+                       f"job's; {refuse}")
+    asked, recorded = questions[item["id"]].strip(), item.get("question")
+    if recorded != asked and not (item.get("truncated") and isinstance(recorded, str) and asked.startswith(recorded)):
+        raise JobError(f"{where}: id {item['id']!r} was answered for the question {item.get('question')!r}, but "
+                       f"the input asks {questions[item['id']]!r}: a conflict; give the question another id, or "
+                       f"choose another --output")
+
+
+def check_paths(input: str | Path, output: str | Path) -> None:
+    """JobError when the output is the input: verdicts appended to the questions would lose both."""
+    i, o = Path(input), Path(output)
+    if i.resolve() == o.resolve() or (o.exists() and i.exists() and i.samefile(o)):
+        raise JobError(f"--output {output} is the input file: choose another file for the verdicts")
+
+
 # --------------------------------------------------------------------------------------------- answering
+
+
+def plan(input: str | Path, output: str | Path, check: Callable[[str], object]):
+    """(questions, those still to answer, ids done before, skipped lines): what a run of this job has to do.
+    `check` raises ValueError for a question the council refuses (empty, too long)."""
+    questions, skipped = read_questions(input)
+    done = read_done(output, {q.id: q.question for q in questions})
+    todo = []
+    for q in questions:
+        if q.id in done:
+            continue
+        try:
+            check(q.question)
+        except ValueError as e:
+            skipped.append(Skipped(q.line, str(e)))
+            continue
+        todo.append(q)
+    return questions, todo, done, sorted(skipped, key=lambda s: s.line)
 
 
 def answer_file(council, input: str | Path, output: str | Path, *, batch_size: int = 8, in_flight: int = 1,
@@ -189,21 +238,10 @@ def answer_file(council, input: str | Path, output: str | Path, *, batch_size: i
     if in_flight > 1 and getattr(council.host, "mode", "inprocess") != "ray":
         raise ValueError(f"in_flight={in_flight}: an in-process host answers one call at a time; use in_flight=1, "
                          "or Ray hosts (hosts.mode='ray')")
-    questions, skipped = read_questions(input)
-    done = read_done(output, {q.id for q in questions})
-    todo = []
-    for q in questions:
-        if q.id in done:
-            continue
-        try:
-            council.check(q.question)
-        except ValueError as e:
-            skipped.append(Skipped(q.line, str(e)))
-            continue
-        todo.append(q)
-    skipped.sort(key=lambda s: s.line)
+    check_paths(input, output)
+    questions, todo, done, skipped = plan(input, output, council.check)
     for s in skipped:
-        print(f"council.jobs: {input}: skipped {s}", file=sys.stderr)
+        logger.warning("council.jobs: %s: skipped %s", input, s)
     summary = JobSummary(str(input), str(output), len(questions), len(done), 0, skipped)
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), disable=not progress, desc="answering", unit="q", file=sys.stderr,
@@ -216,7 +254,7 @@ def answer_file(council, input: str | Path, output: str | Path, *, batch_size: i
             """Append one verdict line (flushed); False once `limit` lines are written."""
             if isinstance(verdict, Exception):
                 summary.skipped.append(Skipped(q.line, f"failed: {verdict}"))
-                print(f"council.jobs: {input}: skipped line {q.line}: failed: {verdict}", file=sys.stderr)
+                logger.warning("council.jobs: %s: skipped line %d: failed: %s", input, q.line, verdict)
                 return True
             out.write(json.dumps({"id": q.id, **verdict.to_dict()}, ensure_ascii=False) + "\n")
             out.flush()
@@ -296,43 +334,54 @@ def _config(args):
 
 
 def _answer(args) -> int:
+    """Exit 0 when every line is answered, 1 when some were skipped (so `ray job submit` reports it)."""
     import os
 
-    from council.council import Council
+    from council.council import Council, check_question
     from council.hosts import check_reachable
 
     config = _config(args)
+    check_paths(args.input, args.output)
     address = config.hosts.address or os.environ.get("RAY_ADDRESS")
     if config.hosts.mode == "ray" and address:
         check_reachable(address)  # fail in seconds, before loading anything
-    questions, _ = read_questions(args.input)
-    read_done(args.output, {q.id for q in questions})  # refuse a foreign output before loading anything
+    # before loading anything: refuse a foreign output, and stop when nothing is left to answer
+    _, todo, done, skipped = plan(args.input, args.output, lambda q: check_question(
+        q, max_chars=config.max_question_chars, overlong=config.overlong))
+    if not todo:
+        for s in skipped:
+            logger.warning("council.jobs: %s: skipped %s", args.input, s)
+        logger.warning("council.jobs: nothing left to answer (%d done before, %d skipped)", len(done), len(skipped))
+        return 1 if skipped else 0
     in_flight = args.in_flight or (2 if config.hosts.mode == "ray" else 1)
     with Council(config) as council:
         summary = answer_file(council, args.input, args.output, batch_size=args.batch, in_flight=in_flight,
                               progress=not args.no_progress)
-    print(json.dumps(summary.to_dict()), file=sys.stderr)
-    print(f"council.jobs: {summary.answered} answered, {summary.done_before} done before, "
-          f"{len(summary.skipped)} skipped, {summary.per_second:.2f} questions/s", file=sys.stderr)
-    return 0
+    print(json.dumps(summary.to_dict()))  # the job's result, on stdout
+    logger.warning("council.jobs: %d answered, %d done before, %d skipped, %.2f questions/s",
+                   summary.answered, summary.done_before, len(summary.skipped), summary.per_second)
+    return 1 if summary.skipped else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from council.cli import add_version, at_least_one, setup_logging
     from council.config import ConfigError
 
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m council.jobs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     answer = sub.add_parser("answer", help="answer a JSONL file of questions into a JSONL file of verdicts")
     answer.add_argument("--input", required=True, help="JSONL, one {\"id\": ..., \"question\": ...} a line")
     answer.add_argument("--output", required=True, help="JSONL of verdicts; an existing one is resumed")
     answer.add_argument("--config", help="a council config file (JSON or TOML); default: the demo council")
     answer.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded instance)")
-    answer.add_argument("--hosts", type=int, help="number of hosts (>1: the adapters spread over them)")
+    answer.add_argument("--hosts", type=at_least_one, help="number of hosts (>1: the adapters spread over them)")
     answer.add_argument("--placement", choices=["single", "spread", "per_specialist"])
     answer.add_argument("--cpus-per-host", type=float, help="CPUs and torch threads of each host")
-    answer.add_argument("--batch", type=int, default=8, help="questions per ask_many call (default 8)")
-    answer.add_argument("--in-flight", type=int, help="batches at once (default 2 on Ray, 1 in-process)")
+    answer.add_argument("--batch", type=at_least_one, default=8, help="questions per ask_many call (default 8)")
+    answer.add_argument("--in-flight", type=at_least_one, help="batches at once (default 2 on Ray, 1 in-process)")
     answer.add_argument("--local", action="store_true", help="no Ray: one in-process council (tests, debugging)")
     answer.add_argument("--no-progress", action="store_true", help="no progress bar")
     answer.set_defaults(func=_answer)

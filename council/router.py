@@ -51,14 +51,16 @@ class RouterConfig:
     example_weight: float = 0.5  # share of the nearest-example score (1 - share for the centroid)
 
     def __post_init__(self) -> None:
+        strict.check_types(self, prefix="router.")
         if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold={self.threshold!r}: a cosine score, must be between -1 and 1")
+            raise ValueError(f"router.threshold={self.threshold!r}: a cosine score, must be between -1 and 1")
         if not 0 <= self.min_k <= self.max_k or self.max_k < 1:
-            raise ValueError(f"min_k={self.min_k!r}, max_k={self.max_k!r}: need 0 <= min_k <= max_k and max_k >= 1")
+            raise ValueError(f"router.min_k={self.min_k!r}, max_k={self.max_k!r}: need 0 <= min_k <= max_k and max_k >= 1 "
+                             "(a council seats min_k=3 by default: set both)")
         if self.top_m < 1:
-            raise ValueError(f"top_m={self.top_m!r}: must be at least 1 (1 = the nearest example only)")
+            raise ValueError(f"router.top_m={self.top_m!r}: must be at least 1 (1 = the nearest example only)")
         if not 0.0 <= self.example_weight <= 1.0:
-            raise ValueError(f"example_weight={self.example_weight!r}: must be between 0 and 1")
+            raise ValueError(f"router.example_weight={self.example_weight!r}: must be between 0 and 1")
 
     def threshold_of(self, name: str) -> float:
         return self.thresholds.get(name, self.threshold)

@@ -189,9 +189,12 @@ def _mistakes(args) -> int:
 
 def main(argv=None) -> int:
     from council.base_model import BUILTIN_MODEL
+    from council.cli import add_version, setup_logging
     from specialists.catalog import EVAL_LIMIT
 
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m specialists", description=__doc__)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one specialist (a LoRA adapter) from data files")
     t.add_argument("--out", required=True, help="folder for the PEFT adapter")

@@ -229,11 +229,11 @@ def test_aggregate_rejects_bad_inputs():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"strategy": "vote"}, r"strategy='vote': must be one of \['grounded', 'majority', 'weighted'\]"),
+    ({"strategy": "vote"}, r"aggregator.strategy='vote': must be one of 'grounded', 'majority', 'weighted', not str"),
     ({"min_agreement": 1.5}, r"min_agreement=1.5: must be a number between 0 and 1"),
     ({"min_grounding": -0.1}, r"min_grounding=-0.1: must be a number between 0 and 1"),
     ({"quorum": 0}, r"quorum=0: must be an integer of at least 1"),
-    ({"quorum": 2.0}, r"quorum=2.0: must be an integer"),
+    ({"quorum": 2.0}, r"aggregator.quorum=2.0: must be a whole number, not float"),
     ({"cluster_threshold": 101}, r"cluster_threshold=101: a rapidfuzz score, must be between 0 and 100"),
 ])
 def test_config_validation_names_field_value_and_range(kwargs, message):

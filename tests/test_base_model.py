@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -65,3 +67,30 @@ def test_builtin_gguf_converts_once_then_reuses_cache(tmp_path):
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "the cache must not be rebuilt"
     assert m.model.config.num_hidden_layers == 30
     assert not list(tmp_path.rglob(".converting-*")), "no half-written folder may stay behind"
+
+
+def test_two_processes_on_an_empty_cache_convert_once(tiny_model_dir, tmp_path):
+    """Each process converts under a file lock and checks again once it holds it: one conversion, and the
+    other process never sees a half-made folder."""
+    script = f"""
+import shutil, sys, time
+from pathlib import Path
+from council import base_model
+
+def convert(b, target):  # stands in for the GGUF conversion (a minute): slow enough for the other to wait
+    with open({str(tmp_path / 'conversions')!r}, 'a') as f:
+        f.write('converted\\n')
+    time.sleep(1.5)
+    shutil.copytree({str(tiny_model_dir)!r}, target)
+
+base_model._convert_gguf = convert
+folder = base_model.resolve(base_model.BUILTIN_MODEL, cache_dir={str(tmp_path / 'cache')!r})
+assert (folder / 'model.safetensors').is_file()
+print(folder)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1000:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
+    assert (tmp_path / "conversions").read_text().count("converted") == 1

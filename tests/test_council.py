@@ -112,11 +112,17 @@ def test_config_files(tmp_path, tiny_catalog):
     (tmp_path / "c.json").write_text(json.dumps({"catalog": "cat", "k_typo": 3}))
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['k_typo'\]"):
         CouncilConfig.from_file(tmp_path / "c.json")
-    (tmp_path / "c.toml").write_text('catalog = "cat"\nfallback = "abstain"\n[router]\nmax_k = 2\n')
+    (tmp_path / "c.toml").write_text('catalog = "cat"\nfallback = "abstain"\n[router]\nmin_k = 1\nmax_k = 2\n')
     c = CouncilConfig.from_file(tmp_path / "c.toml")
     assert c.catalog == str((tmp_path / "cat").resolve()) and c.router.max_k == 2 and c.fallback == "abstain"
+    # a table is laid over the council's own default for it: the README's `[router] max_k = 3` keeps min_k=3
+    (tmp_path / "k.toml").write_text('[router]\nmax_k = 3\n')
+    assert CouncilConfig.from_file(tmp_path / "k.toml").router == CouncilConfig().router
+    (tmp_path / "k.toml").write_text('[router]\nmax_k = 2\n')
+    with pytest.raises(ConfigError, match=r"router.min_k=3, max_k=2: need .*set both"):
+        CouncilConfig.from_file(tmp_path / "k.toml")
     (tmp_path / "bad.json").write_text(json.dumps({"fallback": "guess"}))
-    with pytest.raises(ConfigError, match=r"bad.json: fallback='guess': choose one of base, abstain"):
+    with pytest.raises(ConfigError, match=r"bad.json: fallback='guess': must be one of 'base', 'abstain', not str"):
         CouncilConfig.from_file(tmp_path / "bad.json")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match="cannot be parsed as JSON"):

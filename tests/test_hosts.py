@@ -55,14 +55,14 @@ def test_placements():
 
 
 @pytest.mark.parametrize("hosts, message", [
-    ({"mode": "cloud"}, r"hosts.mode='cloud': choose one of inprocess, ray"),
-    ({"placement": "random"}, r"hosts.placement='random': choose one of single, spread, per_specialist"),
+    ({"mode": "cloud"}, r"hosts.mode='cloud': must be one of 'inprocess', 'ray', not str"),
+    ({"placement": "random"}, r"hosts.placement='random': must be one of 'single', 'spread', 'per_specialist', not str"),
     ({"n_hosts": 2}, r"hosts.n_hosts=2 with placement='single'.*set placement='spread'"),
     ({"n_hosts": 0, "placement": "spread"}, r"hosts.n_hosts=0: must be a whole number of at least 1"),
     ({"num_cpus": 0}, r"hosts.num_cpus=0: must be a number above 0"),
     ({"deadline_s": -1}, r"hosts.deadline_s=-1: must be a number of seconds above 0"),
     ({"restarts": -2}, r"hosts.restarts=-2"),
-    ({"resources": {"a": 1}}, r"hosts.resources=.*one dict per host"),
+    ({"resources": {"a": 1}}, r"hosts.resources=\{'a': 1\}: must be a list, each a table, each value a number or none, not dict"),
     ({"hosts": 2}, r"unknown hosts config key\(s\) \['hosts'\]"),
 ])
 def test_hosts_config_errors_name_the_field(hosts, message):

@@ -86,7 +86,7 @@ def test_a_planned_stop_then_resume(council, questions, tmp_path):
     assert sorted(output_ids(out)) == [f"q{i}" for i in range(5)]
 
 
-def test_malformed_lines_are_skipped_with_their_line_numbers(council, tmp_path, capsys):
+def test_malformed_lines_are_skipped_with_their_line_numbers(council, tmp_path, caplog):
     path = write_lines(tmp_path / "q.jsonl", [
         {"id": "a", "question": "What is force?"},
         '{"id": "b", "question": ',  # 2
@@ -107,29 +107,35 @@ def test_malformed_lines_are_skipped_with_their_line_numbers(council, tmp_path, 
     assert reasons[2] == "line 4: missing 'question'"
     assert reasons[3] == "line 5: duplicate id 'a' (first on line 1)"
     assert "more than max_question_chars" in reasons[6]
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "skipped line 3: expected an object" in err and "skipped line 7: question='  '" in err
     assert summary.to_dict()["skipped"] == reasons
 
 
 @pytest.mark.parametrize("existing, message", [
-    ['{"answer": "Paris"}\n', r"line 1 has no 'id': this output is not this job's; refusing to append"],
-    ['{"id": "q0"}\n{"id": "zz"}\n', r"line 2 has id 'zz', which is not in the input"],
-    ['hello\n{"id": "q0"}\n', r"line 1 is not JSON"],
+    ['{"answer": "Paris"}\n', r"line 1 has no 'id': this output is not this job's; refusing to write to it"],
+    ['{"id": "q0", "question": "%s"}\n{"id": "zz"}\n', r"line 2 has id 'zz', which is not in the input"],
+    ['hello\n{"id": "q0"}\n', r"line 1 is not a JSON verdict"],
+    ['my notes, no line end', r"last line has no line end and is not the start of a verdict"],
+    ['{"id": "q0", "question": "What else?"}\n', r"id 'q0' was answered for the question 'What else\?'.*a conflict"],
+    [b'{"id": "q0", "question": "caf\xe9"}\n', r"line 1 is not a JSON verdict"],
 ])
 def test_an_output_that_is_not_this_jobs_is_refused(council, questions, tmp_path, existing, message):
     out = tmp_path / "v.jsonl"
-    out.write_text(existing)
+    if isinstance(existing, str):
+        existing = (existing % QUESTIONS[0] if "%s" in existing else existing).encode()
+    out.write_bytes(existing)
     with pytest.raises(JobError, match=message):
         answer_file(council, questions, out, progress=False)
-    assert out.read_text() == existing  # untouched
+    assert out.read_bytes() == existing  # untouched
     assert main(["answer", "--input", str(questions), "--output", str(out), "--local"]) == 2
 
 
 def test_read_done_keeps_a_last_line_missing_only_its_newline(tmp_path):
     out = tmp_path / "v.jsonl"
-    out.write_text('{"id": 1}\n{"id": 2}')
-    assert read_done(out, {1, 2, 3}) == {1, 2} and out.read_text() == '{"id": 1}\n{"id": 2}\n'
+    out.write_text('{"id": 1, "question": "a"}\n{"id": 2, "question": "b"}')
+    assert read_done(out, {1: "a", 2: "b", 3: "c"}) == {1, 2}
+    assert out.read_text() == '{"id": 1, "question": "a"}\n{"id": 2, "question": "b"}\n'
     assert read_questions(write_lines(tmp_path / "q.jsonl", [{"id": 1, "question": "x"}]))[0][0].line == 1
     with pytest.raises(JobError, match="does not exist"):
         read_questions(tmp_path / "none.jsonl")
@@ -160,3 +166,49 @@ def test_job_on_an_embedded_ray_instance(tiny_model_dir, catalog, questions, tmp
     assert (first.answered, rest.done_before, rest.answered) == (2, 2, 3)
     assert sorted(output_ids(out)) == [f"q{i}" for i in range(5)]
     assert all(not json.loads(line)["missing"] for line in out.read_text().splitlines())
+
+
+def test_the_input_as_output_is_refused(council, questions):
+    before = questions.read_bytes()
+    with pytest.raises(JobError, match="is the input file"):
+        answer_file(council, questions, questions, progress=False)
+    assert main(["answer", "--input", str(questions), "--output", str(questions), "--local"]) == 2
+    assert questions.read_bytes() == before
+
+
+def test_a_line_that_is_not_utf8_is_skipped_not_answered(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"id": 1, "question": "caf\xe9?"}\n{"id": 2, "question": "fine?"}\n')
+    questions, skipped = read_questions(path)
+    assert [q.id for q in questions] == [2]
+    assert [str(s) for s in skipped] == ["line 1: not UTF-8 (byte 0xe9 at column 27)"]
+
+
+def test_cli_exits_non_zero_when_lines_were_skipped_and_a_done_job_loads_no_model(
+        questions, tmp_path, monkeypatch, caplog):
+    import council.council as council_module
+
+    out = tmp_path / "v.jsonl"
+    answered = [{"id": f"q{i}", "question": q, "answer": None} for i, q in enumerate(QUESTIONS)]
+    write_lines(out, answered)
+    monkeypatch.setattr(council_module, "Council", lambda *a, **k: pytest.fail("loaded a council"))
+    assert main(["answer", "--input", str(questions), "--output", str(out), "--local"]) == 0
+    assert "nothing left to answer (5 done before, 0 skipped)" in caplog.text
+    with questions.open("a") as f:
+        f.write("not json\n")
+    assert main(["answer", "--input", str(questions), "--output", str(out), "--local"]) == 1
+    assert "skipped line 6: not valid JSON" in caplog.text
+
+
+def test_cli_prints_its_summary_as_json_on_stdout(tiny_model_dir, catalog, questions, tmp_path, capsys,
+                                                 monkeypatch):
+    import council.council as council_module
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(council_config(tiny_model_dir, catalog).to_dict()))
+    real = council_module.Council
+    monkeypatch.setattr(council_module, "Council", lambda c: real(c, store=make_store(), embedder=HashEmbedder()))
+    assert main(["answer", "--input", str(questions), "--output", str(tmp_path / "v.jsonl"), "--local",
+                 "--config", str(config), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["answered"], summary["skipped"]) == (5, [])

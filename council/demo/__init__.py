@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
 CORPUS = Path(__file__).with_name("corpus.jsonl")
 
 
@@ -24,14 +26,17 @@ def write_corpus(squad_file: str | Path, out: str | Path = CORPUS) -> int:
 
 def demo_store(cache_dir: str | Path | None = None):
     """The demo's DocumentStore: loaded from the cache, or built from the packaged corpus the first time."""
-    from council.base_model import default_cache_dir
+    from council.base_model import cache_lock, default_cache_dir
     from council.retrieval import DocumentStore
 
     folder = Path(cache_dir or default_cache_dir()) / "stores" / "demo"
     if (folder / "manifest.json").is_file():
         return DocumentStore.load(folder)
-    print(f"council: indexing the demo corpus into {folder} (once)...", flush=True)
-    store = DocumentStore()
-    store.add(CORPUS, on_error="raise")
-    store.save(folder)
+    with cache_lock(folder):
+        if (folder / "manifest.json").is_file():  # indexed by another process while this one waited
+            return DocumentStore.load(folder)
+        logger.warning("council: indexing the demo corpus into %s (once)...", folder)
+        store = DocumentStore()
+        store.add(CORPUS, on_error="raise")
+        store.save(folder)
     return store
