@@ -141,7 +141,7 @@ def overhead(tmp: Path, rounds: int) -> dict:
 def throughput(tmp: Path, n_questions: int, max_new_tokens: int, rounds: int) -> dict:
     import ray
 
-    from specialists.catalog import CATALOG_DIR, load_catalog
+    from specialists.registry import CATALOG_DIR, load_catalog
 
     base = base_model.load(base_model.BUILTIN_MODEL)
     built = [s for s in load_catalog(CATALOG_DIR).values()

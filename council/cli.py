@@ -107,7 +107,7 @@ def _index(args) -> int:
 
 
 def _specialists(args) -> int:
-    from specialists.catalog import CATALOG_DIR, load_catalog
+    from specialists.registry import CATALOG_DIR, load_catalog
 
     catalog = load_catalog(args.catalog or CATALOG_DIR)
     if args.json:

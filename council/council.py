@@ -104,7 +104,7 @@ class Council:
 
         Hosts come from `config.hosts` (in-process, or Ray actors placed as it says), unless `host` gives a
         Host or a HostGroup already loaded (the council then does not close it)."""
-        from specialists.catalog import CATALOG_DIR, get, load_catalog
+        from specialists.registry import CATALOG_DIR, get, load_catalog
 
         self.config = config = config or CouncilConfig()
         catalog_dir = Path(config.catalog) if config.catalog else CATALOG_DIR

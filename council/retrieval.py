@@ -171,13 +171,16 @@ def _problem(message: str, on_error: OnError, skipped: list[str]) -> None:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DocumentError(
             f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); re-save it as UTF-8"
         ) from None
     except OSError as e:
         raise DocumentError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL: a binary file, or a corrupt one
+        raise DocumentError(f"{path}: holds NUL bytes (at offset {text.index(chr(0))}): a binary file, not text")
+    return text
 
 
 def _jsonl_documents(text: str, path: Path, name: str, on_error: OnError, skipped: list[str]) -> list[Document]:

@@ -53,7 +53,8 @@ def _build(args) -> int:
 
 def _evaluate(args) -> int:
     from council import base_model
-    from specialists.catalog import CATALOG_DIR, RECIPES, evaluate_test, get, held_out, load_catalog, recipe_data
+    from specialists.catalog import RECIPES, evaluate_test, held_out, recipe_data
+    from specialists.registry import CATALOG_DIR, get, load_catalog
     from specialists.evaluate import base_cache_dir
 
     specialist = get(load_catalog(args.root or CATALOG_DIR), args.name)
@@ -136,7 +137,7 @@ def _is_our_output(path: Path) -> bool:
 
 
 def _list(args) -> int:
-    from specialists.catalog import CATALOG_DIR, load_catalog
+    from specialists.registry import CATALOG_DIR, load_catalog
 
     print("| specialist | held-out questions | official F1 (base) | HasAns F1 | NoAns acc | always abstain "
           "| answerable F1 (base) | abstain F1 (base) | train time | build time | base model | description |")
@@ -165,7 +166,7 @@ def _mistakes(args) -> int:
 
     from council.metrics import shared_mistakes
     from specialists import reading
-    from specialists.catalog import CATALOG_DIR, load_catalog
+    from specialists.registry import CATALOG_DIR, load_catalog
 
     gold = {e.id: e.answers for e in reading.read("squad2", "test").examples}
     said = {s.name: s.card.eval["predictions"] for s in load_catalog(args.root or CATALOG_DIR).values()
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError) as e:  # unknown specialists, bad data or config: the message says which
+    except (FileNotFoundError, KeyError, ValueError) as e:  # unknown specialists, a missing folder, bad data or config
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -15,47 +15,14 @@ from pathlib import Path
 
 from council.base_model import GEMMA_MODEL
 from specialists.card import SpecialistCard, code_version
-from specialists.domains import READING_DOMAINS, SQUAD_DOMAINS
 from specialists import reading
+from specialists.domains import READING_DOMAINS, SQUAD_DOMAINS
+from specialists.registry import CATALOG_DIR, Specialist
 from specialists.train import TrainConfig
 
-CATALOG_DIR = Path(__file__).parent / "catalog"
 SQUAD_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad2" / "dev-v2.0.json"
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
-
-
-class UnknownSpecialistError(KeyError):
-    """A specialist name that is not in the catalog; the message lists the known ones."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class Specialist:
-    """A built specialist: its folder (a PEFT adapter) and its card."""
-
-    path: Path
-    card: SpecialistCard
-
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-
-def load_catalog(root: str | Path = CATALOG_DIR) -> dict[str, Specialist]:
-    """Every specialist folder under `root` (those holding a card), by name."""
-    root = Path(root)
-    return {s.name: s for s in (Specialist(p, SpecialistCard.load(p))
-                                for p in sorted(root.glob("*")) if (p / "specialist.json").is_file())}
-
-
-def get(catalog: dict[str, Specialist], name: str) -> Specialist:
-    """The named specialist, or an error listing the known names."""
-    if name not in catalog:
-        raise UnknownSpecialistError(f"unknown specialist {name!r}; known: {', '.join(sorted(catalog)) or 'none'}")
-    return catalog[name]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from council.council import BASE_VOTER, Council, QuestionError, Verdict
 from council.engine import AdapterMismatchError
 from council.hosts import AdapterSpec, Host, HostSpec
 from specialists.card import SpecialistCard
-from specialists.catalog import UnknownSpecialistError
+from specialists.registry import UnknownSpecialistError
 from tests.conftest import TOPICS, HashEmbedder, make_store
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_cli_errors_and_listing(tiny_catalog, capsys, tmp_path):
 def test_demo_council_on_the_real_model(real_gemma, tmp_path, monkeypatch):
     """The shipped demo: the real Gemma 3 270M, the catalog's specialists, the packaged corpus indexed on first
     use, and the README's question."""
-    from specialists.catalog import load_catalog
+    from specialists.registry import load_catalog
 
     (tmp_path / "models").symlink_to(real_gemma.path.parent)  # reuse the converted model, build a fresh store
     monkeypatch.setenv("COUNCIL_CACHE", str(tmp_path))
