@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CARD_FILE = "specialist.json"
+MODEL_CARD_FILE = "README.md"  # the Hugging Face model card, written from the card beside it
 CARD_VERSION = 1
 
 
@@ -56,9 +57,58 @@ class SpecialistCard:
         return asdict(self)
 
     def save(self, folder: str | Path) -> Path:
+        """Write specialist.json and, from it, the folder's model card README.md."""
         path = Path(folder) / CARD_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        (Path(folder) / MODEL_CARD_FILE).write_text(self.model_card(), encoding="utf-8")
         return path
+
+    def model_card(self) -> str:
+        """A short Hugging Face model card: what it is, its data, its scores, its base and that base's origin."""
+        from council.base_model import builtin
+
+        base = self.base_model["name"]
+        b = builtin(base)
+        licence = "gemma" if b is not None and b.notice == "GEMMA.md" else "apache-2.0"
+        sources = "\n".join(f"- {_source(s)}" for s in self.training.get("sources", [])) or "- (not recorded)"
+        counts = ", ".join(f"{k} {v}" for k, v in self.training.get("counts", {}).items())
+        result = self.training.get("result", {})
+        lines = ["---", "library_name: peft", f"base_model: {base}", f"license: {licence}",
+                 "tags: [lora, question-answering, council]", "---", "", f"# {self.name}", "",
+                 self.description, "",
+                 f"A LoRA adapter (PEFT) for the council engine: a specialist in **{self.domain}** on the base "
+                 f"model `{base}` (fingerprint `{self.base_model['fingerprint']}`), which checks the fingerprint "
+                 "when it loads the adapter.", ""]
+        if b is not None:
+            lines += [f"**Its base** is council's built-in `{b.name}`: {b.about.split(',')[0]}, rebuilt from a "
+                      f"{_quantisation(b.about)} GGUF (dequantised to safetensors), so its weights differ from the "
+                      "original release's: load this adapter on that rebuilt base, `council` makes it.", ""]
+        lines += ["## Data", "", sources, ""]
+        if counts:
+            lines += [f"Examples: {counts}; {result.get('steps', '?')} steps of "
+                      f"{self.training.get('config', {}).get('batch_size', '?')}, final loss "
+                      f"{result.get('final_loss', '?')}.", ""]
+        official, base_official = self.eval.get("official"), self.eval.get("base", {}).get("official")
+        lines += ["## Scores", ""]
+        if official:
+            lines += [f"Official SQuAD 2.0 score on {official['total']} questions of its `{self.eval.get('split')}` "
+                      "split (unseen articles for the reading specialists):", "",
+                      "| | F1 | EM | HasAns F1 | NoAns acc |", "|---|---|---|---|---|",
+                      _row("this specialist", official)]
+            if base_official:
+                lines.append(_row(f"base `{base}`", base_official))
+            lines.append(f"| always abstain | {official.get('NoAns_total', 0) / official['total'] * 100:.2f} | - | 0 "
+                         "| 100 |")
+        elif self.eval:
+            lines += [f"Held-out answerable F1 {self.eval.get('answerable_f1', '-')} (base "
+                      f"{self.eval.get('base', {}).get('answerable_f1', '-')}), abstain F1 "
+                      f"{self.eval.get('abstain_f1', '-')}."]
+        else:
+            lines.append("Not evaluated.")
+        if licence == "gemma":
+            lines += ["", "## Terms", "", "A Model Derivative of Gemma under the Gemma Terms of Use "
+                      "(https://ai.google.dev/gemma/terms): see GEMMA.md beside this file, and pass it on."]
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def load(cls, folder: str | Path) -> SpecialistCard:
@@ -79,6 +129,18 @@ class SpecialistCard:
             return cls(**{k: v for k, v in data.items() if k in known})
         except CardError as e:
             raise CardError(f"{path}: {e}") from e
+
+
+def _source(source: dict) -> str:
+    return ", ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in source.items())
+
+
+def _quantisation(about: str) -> str:
+    return next((w for w in about.replace(",", " ").split() if w.startswith("Q") and "_" in w), "quantised")
+
+
+def _row(label: str, s: dict) -> str:
+    return f"| {label} | {s['f1']} | {s['exact']} | {s.get('HasAns_f1', '-')} | {s.get('NoAns_exact', '-')} |"
 
 
 def code_version() -> str:

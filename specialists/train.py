@@ -261,6 +261,7 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
     bar.close()
     model.save_pretrained(out_dir)
     _store_half(out_dir / "adapter_model.safetensors")
+    set_base_name(out_dir, config.base_model)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the specialist card replaces it
     result = TrainResult(adapter_dir=out_dir, steps=config.max_steps, seconds=before + time.perf_counter() - t0,
                          examples=len(kept), skipped_too_long=len(data) - len(kept),
@@ -271,6 +272,17 @@ def train(examples: Sequence[Example], out_dir: str | Path, config: TrainConfig 
                                                      "result": result.to_dict(), "losses": losses}) + "\n")
     shutil.rmtree(checkpoint, ignore_errors=True)
     return result
+
+
+def set_base_name(adapter_dir: Path, base: str) -> None:
+    """Record the base as its built-in name or hub id in adapter_config.json: peft writes the folder it was
+    loaded from, a path of the machine that trained it (and of nobody else's)."""
+    b = base_model.builtin(base)
+    name = b.name if b is not None else Path(base).name if Path(base).expanduser().is_dir() else base
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**config, "base_model_name_or_path": name}, indent=2, sort_keys=True) + "\n",
+                    encoding="utf-8")
 
 
 def _run_id(config: TrainConfig, kept: list) -> str:

@@ -76,3 +76,17 @@ def test_build_all_runs_each_build_as_a_ray_task_after_the_one_it_starts_from(ti
     assert (tmp_path / "second" / "adapter_model.safetensors").is_file()
     again = dict(build_all(["first", "second"], tmp_path, recipes=recipes, use_ray=False))
     assert again == {"first": None, "second": None}  # built ones are skipped: a rerun resumes
+
+
+def test_every_catalog_folder_is_portable_and_carries_its_model_card():
+    """No path of the machine that trained it; a README.md model card naming its base and its GGUF origin."""
+    import json
+
+    from specialists.registry import CATALOG_DIR, load_catalog
+
+    for name, s in load_catalog(CATALOG_DIR).items():
+        base = json.loads((s.path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert base == s.card.base_model["name"] and "/" not in base, name
+        readme = (s.path / "README.md").read_text()
+        assert readme == s.card.model_card(), f"{name}: README.md is stale; re-save the card"
+        assert f"base_model: {base}" in readme and "GGUF" in readme, name

@@ -93,9 +93,9 @@ def test_mistakes_counts_the_same_wrong_answers_of_each_pair(tmp_path, capsys):
 
     questions = unseen_test(4)
     gold = [e.answers[0] if e.answers else "" for e in questions]
-    said = {"a": ["wrong one", gold[1], "x", "y"],  # a and b share one wrong answer ("wrong one")
-            "b": ["wrong one", "other", gold[2], "z"],
-            "c": gold}
+    said = {"sa": ["wrong one", gold[1], "x", "y"],  # sa and sb share one wrong answer ("wrong one")
+            "sb": ["wrong one", "other", gold[2], "z"],
+            "sc": gold}
     for name, answers in said.items():
         (tmp_path / name).mkdir()
         SpecialistCard(name=name, domain="d", description="d", training={}, routing={"examples": []},
@@ -104,8 +104,8 @@ def test_mistakes_counts_the_same_wrong_answers_of_each_pair(tmp_path, capsys):
                        ).save(tmp_path / name)
     assert main(["mistakes", "--root", str(tmp_path), "--json", str(tmp_path / "m.json")]) == 0
     pairs = json.loads((tmp_path / "m.json").read_text())["pairs"]
-    wrong_a = {i for i, (p, g) in enumerate(zip(said["a"], gold)) if p != g}
-    wrong_b = {i for i, (p, g) in enumerate(zip(said["b"], gold)) if p != g}
-    assert pairs["a|b"]["both_wrong"] == len(wrong_a & wrong_b) and pairs["a|b"]["same_wrong"] == 1
-    assert pairs["a|c"]["both_wrong"] == 0  # c is always right
-    assert "| a / b |" in capsys.readouterr().out
+    wrong_a = {i for i, (p, g) in enumerate(zip(said["sa"], gold)) if p != g}
+    wrong_b = {i for i, (p, g) in enumerate(zip(said["sb"], gold)) if p != g}
+    assert pairs["sa|sb"]["both_wrong"] == len(wrong_a & wrong_b) and pairs["sa|sb"]["same_wrong"] == 1
+    assert pairs["sa|sc"]["both_wrong"] == 0  # sc is always right
+    assert "| sa / sb |" in capsys.readouterr().out

@@ -31,6 +31,8 @@ def test_training_lowers_the_loss_and_saves_a_small_loadable_adapter(tiny_model_
     weights = load_file(tmp_path / "spec" / "adapter_model.safetensors")
     assert weights and all(w.dtype == torch.float16 for w in weights.values())
     assert all(".layers.1." in k for k in weights)  # only the layers asked for
+    adapter_config = json.loads((tmp_path / "spec" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == tiny_model_dir.name  # no path of this machine
     engine = Engine(base_model.load(tiny_model_dir))
     engine.load_adapter("spec", tmp_path / "spec")
     assert engine.generate([Request(EXAMPLES[0].messages(), "spec")], max_new_tokens=3)[0].new_tokens >= 1
