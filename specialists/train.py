@@ -3,7 +3,7 @@
 Each question example is tokenised as the engine will ask it (council.prompts.render) followed by its
 answer and the end-of-turn token, and the loss covers the answer tokens only; a text example (a document)
 is trained on all its tokens. Batches are padded only to their longest row (dynamic padding: 3x cheaper
-than a fixed length on CPU, ENVIRONMENT.md). Every `checkpoint_every` steps the adapter, optimiser and step
+than a fixed length on CPU, docs/environment.md). Every `checkpoint_every` steps the adapter, optimiser and step
 are saved under `<out>/checkpoint/` as safetensors and JSON (no pickle: a checkpoint cannot run code); a run
 started again with the same config and data resumes from there.
 """

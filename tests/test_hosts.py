@@ -4,6 +4,10 @@ this machine with one host pinned to each node, deadlines, a killed host and a r
 The Ray tests share ONE cluster and ONE council for the module (a Ray start and an actor's first load cost
 seconds each), and run in file order: the last one kills a host for good."""
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -153,6 +157,46 @@ def _node_with(resource: str) -> str:
     import ray
 
     return next(n["NodeID"] for n in ray.nodes() if n["Alive"] and resource in n["Resources"])
+
+
+_DRIVER = """
+import json, sys, time
+from council.hosts import AdapterSpec, HostGroup, HostSpec, HostsConfig
+spec = json.loads(sys.argv[1])
+template = HostSpec(spec["base_model"], tuple(AdapterSpec(**a) for a in spec["adapters"]), quantize="none")
+group = HostGroup.start(template, HostsConfig(mode="ray", address=sys.argv[2] or None, num_cpus=0.01))
+print(json.dumps([h.pid for h in group.health().values()]), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("joins", [True, False], ids=["cluster", "embedded"])
+def test_hosts_stop_within_seconds_after_their_driver_is_killed(cluster, template, joins):
+    """A job driver killed with SIGKILL (no close, no atexit) leaves no host holding a model and CPUs, whether it
+    joined a cluster or started its own Ray (whose agents take up to a minute more: Ray's, holding no model)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, json.dumps(template.to_dict()),
+                               cluster.address if joins else ""], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = json.loads(driver.stdout.readline())
+        assert pids and all(_alive(p) for p in pids)
+    finally:
+        driver.kill()
+        driver.wait()
+    t0 = time.monotonic()
+    while any(_alive(p) for p in pids) and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), f"host processes {pids} still alive 60 s after their driver died"
+    assert time.monotonic() - t0 < 10
 
 
 @pytest.mark.ray

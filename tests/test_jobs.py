@@ -8,7 +8,8 @@ import time
 import pytest
 
 from council.council import Council
-from council.jobs import JobError, answer_file, main, read_done, read_questions
+from council.cli import jobs_main as main
+from council.jobs import JobError, answer_file, read_done, read_questions
 from tests.conftest import HashEmbedder, make_store
 from tests.test_hosts import council_config
 
