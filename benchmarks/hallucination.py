@@ -1,37 +1,40 @@
-"""Does the council hallucinate less than one model, and at what cost in answers?
+"""Does the council beat its best member? Every council system here is what `council ask` runs.
 
-Every system answers the same questions with the same shared context (retrieved once per question by the
-council's own retrieval, or given by the dataset):
+Each question of a suite goes through the shipped Council twice, and both verdicts are kept (ballots.jsonl):
 
-    base_closed_book        the base model, no context
-    base_rag                the base model with the context
-    single:<name>           each specialist with the context; best_single_rag is the one with the best F1
-                            (or accuracy) on the suite, chosen after the fact, the strongest single baseline
-    self_consistency        best_single_rag sampled n = 3 times (temperature 0.7), majority vote; _n5 with 5
-    council_k<k>_<strategy> the council's top-k specialists by route score, aggregated by the strategy, k = 1, 3, 5
+    council     the default configuration exactly as `council ask` runs it: the router with its thresholds
+                and fallback, one retrieval, one batch with peer review, the aggregator
+    panel       every specialist seated on the same context: each one's vote is what a council of that
+                specialist alone produces, so the single systems are its votes aggregated alone
 
-Suites: `squad` (the shared SQuAD 2.0 articles' TEST split, or every question of `--squad PATH`, articles the
-specialists never saw, indexed into a store of their own), `fiction` (the catalog's synthetic domains: recall,
-reversal, two-hop and unanswerable questions over a store of their documents), `pubmedqa` (yes/no/maybe, the
-abstract as context) and `truthfulqa` (multiple choice, closed book); in the last two an answer is the option
-of highest mean token log-prob, end of turn included. The council's thresholds are fitted per strategy and k
-on the shared SQuAD VALIDATION split (`fit_thresholds`, `--penalty`, 1 by default), never on what it is scored
-on.
+then n = 3 temperature samples of the suite's best single, for self-consistency at the council's compute.
+Systems are pure functions of the kept ballots (a re-score runs the aggregator alone, in seconds):
 
-Metrics, per system and suite: `em`, `f1` (0-100, answerable questions, an abstention scores 0; accuracy for
-the option suites); `hallucination_rate_unanswerable` (share of unanswerable questions given an answer) and
-`hallucination_rate_answerable` (answerable ones given an answer with token F1 < 0.5, or a wrong option);
-`abstention_rate`; `selective_accuracy` (right among answered; an answer to an unanswerable question is wrong);
-`aurc` (area under the risk-coverage curve of the system's best candidate answer, ranked by its confidence; a
-question with no candidate is right only when unanswerable); `calibration_error` (ECE of the confidence in
-what the system did, answering or abstaining).
+    council               the stored verdict, as the user got it
+    council_k1            the aggregator on the council's top-routed vote alone
+    council_fitted        the council's votes, the aggregator's thresholds fitted on validation (`--penalty`)
+    council_calibrated    the council's votes, the calibrator fitted on validation deciding (`--risk`)
+    single:<name>         one specialist; best_single is the one of best official F1, chosen after the fact
+    self_consistency      best_single sampled 3 times (temperature 0.7), majority vote with grounding
+
+Suites, whole articles no specialist trained on: `unseen` (the reading data's SQuAD 2.0 test articles),
+`halueval` (HaluEval QA as SQuAD 2.0, benchmarks/halueval_squad.py) and `squad` (any `--squad PATH`). The
+thresholds and the calibrator are fitted on `validation` (the reading data's validation articles), never on
+what they are scored on. `pubmedqa` and `truthfulqa` are option suites, where the Council has no path (it
+writes answers, it does not pick options): each specialist picks the option of highest mean token log-prob
+and the 3 top-routed vote on the picks.
+
+Metrics per system and suite: `official` (the SQuAD 2.0 evaluation script's keys: exact, f1, HasAns_f1,
+NoAns_f1, totals), `unanswerable_answered` and `answerable_wrong` (rates with their 95 % Wilson interval),
+`abstention_rate`, `aurc` (risk-coverage of the system's best candidate answer ranked by its confidence),
+`risk_at_50` and `risk_at_80` (wrong among the answers kept at 50 and 80 % coverage), `calibration_error`
+(ECE of the confidence in what it did) and `latency_s` (mean seconds a question, where a system ran alone).
 
     .venv/bin/python benchmarks/hallucination.py --json benchmarks/results/hallucination.json
-    .venv/bin/python benchmarks/hallucination.py --quick            # CI smoke, a few questions a suite
-    .venv/bin/python benchmarks/hallucination.py --squad other.json --suites squad --json out.json
+    .venv/bin/python benchmarks/hallucination.py --quick                 # CI smoke, a few questions a suite
+    .venv/bin/python benchmarks/hallucination.py --suites --write-calibrator specialists/catalog/calibrator.json
 
-Every question's generations are kept in `--out` (ballots.jsonl): a run that stops resumes where it stopped,
-and systems are scored from the kept generations.
+A run that stops resumes where it stopped: every verdict is kept as soon as it is made.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,60 +56,40 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_json  # noqa: E402
 from council.aggregator import AggregatorConfig, LabeledExample, Vote, aggregate, fit_thresholds  # noqa: E402
-from council.metrics import (always_abstain_score, aurc, calibration_error, exact_match,  # noqa: E402
-                             is_abstention, risk_coverage, squad_v2_score, token_f1)
+from council.calibrator import Calibrator, best_answer, features  # noqa: E402
+from council.calibrator import fit as fit_calibrator  # noqa: E402
+from council.metrics import (always_abstain_score, aurc, calibration_error, is_abstention,  # noqa: E402
+                             reliability_bins, risk_at_coverage, risk_coverage, squad_v2_score, token_f1,
+                             wilson_interval)
 from council.prompts import ABSTAIN_ANSWER, closed_book_messages, rag_messages  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
-SHARED_SQUAD = DATASETS / "squad2" / "dev-v2.0.json"
-SUITES = ("squad", "fiction", "pubmedqa", "truthfulqa")
+TEXT_SUITES = ("unseen", "halueval", "squad")
 OPTION_SUITES = ("pubmedqa", "truthfulqa")
-STRATEGIES = ("grounded", "majority", "weighted")
-KS = (1, 3, 5)
-SAMPLES, TEMPERATURE = 5, 0.7
+SUITES = ("unseen", "halueval", "pubmedqa", "truthfulqa")  # squad joins with --squad PATH
+SAMPLES, TEMPERATURE, K = 3, 0.7, 3
 CORRECT_F1 = 0.5
-FULL = {"squad": 100, "validation": 60, "fiction": 40, "pubmedqa": 40, "truthfulqa": 40}
-QUICK = {"squad": 6, "validation": 4, "fiction": 4, "pubmedqa": 2, "truthfulqa": 2}
-GOALS = "council_k3 halves best_single_rag's unanswerable hallucination, F1 at most 5 lower, AURC under SC"
+FULL = {"validation": 300, "unseen": 300, "halueval": 300, "squad": 300, "pubmedqa": 40, "truthfulqa": 40}
+QUICK = {"validation": 6, "unseen": 4, "halueval": 4, "squad": 4, "pubmedqa": 2, "truthfulqa": 2}
+SHOWN = ("council", "council_k1", "council_calibrated", "best_single", "self_consistency")
+GOALS = ("on unseen articles: council_calibrated's AURC under council_k1's, best_single's and self_consistency's; "
+         "at most half best_single's unanswerable_answered with HasAns F1 at most 3 lower; official F1 at least "
+         "best_single's + 5; calibration error at most 0.05")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One question of a suite: gold answers (none when unanswerable) or options with the right one."""
+    """One question: gold answers (none when unanswerable), or options with the right one first in golds."""
 
     id: str
     suite: str
     question: str
     golds: tuple[str, ...]
-    kind: str = "squad"
-    context: tuple[str, ...] | None = None  # given by the dataset; None: retrieved by the council
+    context: tuple[str, ...] | None = None  # given by the dataset (option suites); None: the council retrieves
     options: tuple[str, ...] = ()
-
-    @property
-    def answerable(self) -> bool:
-        return bool(self.golds)
 
 
 # ------------------------------------------------------------------------------------------------ suites
-
-
-def squad_items(path: Path, split: str | None, n: int, seed: int = 0) -> list[Item]:
-    """Questions of a SQuAD 2.0 file. The shared file: the specialists' domains, `split` only; any other file:
-    every question (its articles are unseen)."""
-    from specialists.domains import domain_of, split_of
-
-    shared = path.resolve() == SHARED_SQUAD.resolve()
-    items = []
-    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
-        if shared and domain_of(article["title"]) is None:
-            continue
-        for p in article["paragraphs"]:
-            for q in p["qas"]:
-                if shared and split_of(q["id"]) != split:
-                    continue
-                golds = () if q.get("is_impossible") else tuple(dict.fromkeys(a["text"] for a in q["answers"]))
-                items.append(Item(q["id"], "squad", q["question"].strip(), golds))
-    return _first(items, n, seed)
 
 
 def _first(items: list, n: int, seed: int = 0) -> list:
@@ -116,21 +99,36 @@ def _first(items: list, n: int, seed: int = 0) -> list:
     return items[:n]
 
 
-def fiction_items(n: int) -> tuple[list[Item], list]:
-    """Questions of the catalog's fictional domains, n spread over the kinds, and their documents."""
-    from specialists.catalog import RECIPES
-    from specialists.synthetic import make_domain
+def reading_suite(split: str, suite: str, n: int) -> tuple[list[Item], list]:
+    """Questions of the reading data's SQuAD 2.0 articles of `split` (whole articles), and their paragraphs."""
+    from council.retrieval import Document
+    from specialists import reading
 
-    domains = [make_domain(r.domain.removeprefix("fiction_"), seed=r.seed)
-               for r in RECIPES.values() if r.source == "synthetic" and r.augmented]
-    kinds = ("recall", "reversal", "two_hop", "unanswerable")
-    items = [Item(q.id, "fiction", q.question, q.answers, kind=kind)
-             for d in domains for kind in kinds for q in d.questions(kind)]
-    per_kind = max(1, n // len(kinds))
-    chosen = [i for kind in kinds for i in _first([i for i in items if i.kind == kind], per_kind)]
-    return chosen, [doc for d in domains for doc in d.documents]
+    examples = reading.read("squad2", split).examples
+    items = [Item(e.id, suite, e.question, tuple(e.answers)) for e in examples]
+    paragraphs = list(dict.fromkeys(e.context[0] for e in examples))
+    return _first(items, n), [Document(p, f"{split}:{i}") for i, p in enumerate(paragraphs)]
 
 
+def squad_file_suite(path: Path, suite: str, n: int) -> tuple[list[Item], Path]:
+    """Every question of a SQuAD-format file (its articles unseen by the specialists), and the file to index."""
+    items = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for p in article["paragraphs"]:
+            for q in p["qas"]:
+                golds = () if q.get("is_impossible") else tuple(dict.fromkeys(a["text"] for a in q["answers"]))
+                items.append(Item(q["id"], suite, q["question"].strip(), golds))
+    return _first(items, n), path
+
+
+def halueval_file(out: Path) -> Path:
+    """The HaluEval-derived SQuAD 2.0 file, written once into the run folder."""
+    from benchmarks.halueval_squad import convert
+
+    path = out / "halueval-squad.json"
+    if not path.is_file():
+        path.write_text(json.dumps(convert(DATASETS / "halueval_qa" / "qa_one-turn_data.json")), encoding="utf-8")
+    return path
 def pubmedqa_items(n: int) -> list[Item]:
     """PubMedQA's official test questions: yes/no/maybe, the abstract (first 250 words) as the context."""
     data = json.loads((DATASETS / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
@@ -140,7 +138,7 @@ def pubmedqa_items(n: int) -> list[Item]:
         row = data[pmid]
         contexts = row["CONTEXTS"] if isinstance(row["CONTEXTS"], list) else ast.literal_eval(row["CONTEXTS"])
         words = " ".join(contexts).split()[:250]
-        items.append(Item(pmid, "pubmedqa", row["QUESTION"], (label,), kind="yes_no_maybe",
+        items.append(Item(pmid, "pubmedqa", row["QUESTION"], (label,),
                           context=(" ".join(words),), options=("yes", "no", "maybe")))
     return _first(items, n)
 
@@ -156,76 +154,109 @@ def truthfulqa_items(n: int) -> list[Item]:
         options = [row["Best Answer"].strip(), *wrong]
         rng.shuffle(options)
         items.append(Item(f"truthfulqa-{i}", "truthfulqa", row["Question"], (row["Best Answer"].strip(),),
-                          kind=row["Category"], context=(), options=tuple(options)))
+                          context=(), options=tuple(options)))
     return _first(items, n)
 
 
-# ---------------------------------------------------------------------------------------------- ballots
-# A ballot is everything the systems need about one question, computed once: the route scores, the shared
-# passages, each voter's greedy answer with its mean log-prob, and samples of the best specialist.
+
+# ----------------------------------------------------------------------------------------------- ballots
+# A ballot is what the Council produced for one question (its verdict, the panel's, the passages they read)
+# and the self-consistency samples: everything a system is scored from, computed once.
 
 
-def greedy_ballot(item: Item, council, voters: Sequence[str], max_new_tokens: int) -> dict:
+def _key(item: Item) -> str:
+    return f"{item.suite}/{item.id}"
+
+
+def read_kept(path: Path) -> dict[str, dict]:
+    """The ballots kept so far; a later line for a question replaces an earlier one (samples added)."""
+    kept = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                b = json.loads(line)
+                kept[f"{b['suite']}/{b['id']}"] = b
+    return kept
+
+
+def text_ballots(items: list[Item], council, panel, kept: dict, path: Path, *, label: str, batch: int = 4):
+    """Ask every item not yet kept of the council and of the panel (ask_many, `batch` questions a call)."""
+    from tqdm.auto import tqdm
+
+    texts = {p.id: p.text for p in council.store.passages}
+    todo = [i for i in items if _key(i) not in kept]
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=f"{label}: asking", unit="q",
+                                                     file=sys.stderr, disable=not todo) as bar:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            questions = [i.question for i in chunk]
+            verdicts, seats = council.ask_many(questions), panel.ask_many(questions)
+            for item, v, p in zip(chunk, verdicts, seats):
+                b = {"id": item.id, "suite": item.suite, "question": item.question, "golds": list(item.golds),
+                     "passages": [texts[i] for i in v.context], "council": v.to_dict(), "panel": p.to_dict()}
+                kept[_key(item)] = b
+                f.write(json.dumps(b, ensure_ascii=False) + "\n")
+            f.flush()
+            bar.update(len(chunk))
+    return [kept[_key(i)] for i in items]
+
+
+def add_samples(ballots: list[dict], engine, best: str, kept_path: Path, *, max_new_tokens: int, seed: int,
+                label: str) -> None:
+    """SAMPLES temperature samples of `best` on each ballot's context (for self-consistency), kept."""
+    from tqdm.auto import tqdm
+
     from council.engine import Request
 
-    route = council.router.route(item.question)
-    passages = list(item.context) if item.context is not None else council.retrieve(item.question).texts
-    engine = council.host.hosts[council.host.names[0]].engine
-    ballot = {"id": item.id, "suite": item.suite, "kind": item.kind, "golds": list(item.golds),
-              "options": list(item.options), "route": route.scores, "passages": passages}
-    rag = _messages(item.question, passages)
-    if item.options:
-        requests = [Request(rag, v) for v in [None, *voters]]
-        ballot["rows"] = dict(zip(["base_rag", *voters], _choose(engine, requests, item.options)))
-        return ballot
-    requests = [Request(closed_book_messages(item.question), None), Request(rag, None)]
-    requests += [Request(rag, v) for v in voters]
-    out = engine.generate(requests, max_new_tokens=max_new_tokens)
-    ballot["rows"] = {name: [g.text, g.mean_logprob]
-                      for name, g in zip(["base_closed_book", "base_rag", *voters], out)}
-    return ballot
+    todo = [b for b in ballots if b.get("samples_of") != best]
+    with open(kept_path, "a", encoding="utf-8") as f:
+        for b in tqdm(todo, desc=f"{label}: sampling {best}", file=sys.stderr, disable=not todo):
+            messages = rag_messages(b["question"], b["passages"]) if b.get("passages") is not None else None
+            if b.get("options"):
+                scores = b["rows"][best][2]
+                rng = random.Random(f"{seed}:{b['id']}")
+                weights = [math.exp((s - max(scores)) / TEMPERATURE) for s in scores]
+                picks = rng.choices(range(len(scores)), weights=weights, k=SAMPLES)
+                b["samples"] = [[b["options"][j], math.log(weights[j] / sum(weights))] for j in picks]
+            else:
+                out = engine.generate([Request(messages, best)] * SAMPLES, max_new_tokens=max_new_tokens,
+                                      temperature=TEMPERATURE, seed=seed)
+                b["samples"] = [[g.text, g.mean_logprob] for g in out]
+            b["samples_of"] = best
+            f.write(json.dumps(b, ensure_ascii=False) + "\n")
+            f.flush()
 
 
-def _messages(question: str, passages: Sequence[str]):
-    """The RAG prompt, or the closed-book one when there is no context (TruthfulQA)."""
-    return rag_messages(question, passages) if passages else closed_book_messages(question)
+def option_ballots(items: list[Item], council, voters: Sequence[str], kept: dict, path: Path, *, label: str):
+    """Each voter's pick among the options (highest mean token log-prob) on the dataset's context."""
+    from tqdm.auto import tqdm
 
-
-def _choose(engine, requests, options: Sequence[str]) -> list[list]:
-    """Per request: [the option of highest mean log-prob, the log of its softmax share, every option's score]."""
-    flat = [(r, o) for r in requests for o in options]
-    scores = [sum(lp) / len(lp) for lp in engine.loglikelihood([r for r, _ in flat], [o for _, o in flat])]
-    rows = []
-    for i in range(len(requests)):
-        s = scores[i * len(options):(i + 1) * len(options)]
-        best = max(range(len(options)), key=lambda j: s[j])
-        rows.append([options[best], -math.log(sum(math.exp(x - s[best]) for x in s)), s])
-    return rows
-
-
-def sample_ballot(ballot: dict, item: Item, council, best: str, max_new_tokens: int, seed: int) -> dict:
-    """Add `SAMPLES` temperature samples of the `best` specialist to a ballot."""
     from council.engine import Request
 
     engine = council.host.hosts[council.host.names[0]].engine
-    rag = _messages(item.question, ballot["passages"])
-    if item.options:  # sample options from the specialist's own option distribution
-        scores = ballot["rows"][best][2]
-        rng = random.Random(f"{seed}:{item.id}")
-        weights = [math.exp((s - max(scores)) / TEMPERATURE) for s in scores]
-        picks = rng.choices(range(len(scores)), weights=weights, k=SAMPLES)
-        share = [w / sum(weights) for w in weights]
-        ballot["samples"] = [[item.options[j], math.log(share[j])] for j in picks]
-    else:
-        out = engine.generate([Request(rag, best)] * SAMPLES, max_new_tokens=max_new_tokens,
-                              temperature=TEMPERATURE, seed=seed)
-        ballot["samples"] = [[g.text, g.mean_logprob] for g in out]
-    ballot["samples_of"] = best
-    return ballot
+    todo = [i for i in items if _key(i) not in kept]
+    with open(path, "a", encoding="utf-8") as f:
+        for item in tqdm(todo, desc=f"{label}: choosing", file=sys.stderr, disable=not todo):
+            messages = rag_messages(item.question, item.context) if item.context else closed_book_messages(item.question)
+            requests = [Request(messages, v) for v in voters]
+            flat = [(r, o) for r in requests for o in item.options]
+            lps = engine.loglikelihood([r for r, _ in flat], [o for _, o in flat])
+            scores = [sum(lp) / len(lp) for lp in lps]
+            rows = {}
+            for j, v in enumerate(voters):
+                s = scores[j * len(item.options):(j + 1) * len(item.options)]
+                top = max(range(len(s)), key=lambda x: s[x])
+                rows[v] = [item.options[top], -math.log(sum(math.exp(x - s[top]) for x in s)), s]
+            b = {"id": item.id, "suite": item.suite, "question": item.question, "golds": list(item.golds),
+                 "options": list(item.options), "route": council.router.route(item.question).scores, "rows": rows}
+            kept[_key(item)] = b
+            f.write(json.dumps(b, ensure_ascii=False) + "\n")
+            f.flush()
+    return [kept[_key(i)] for i in items]
 
 
 # ----------------------------------------------------------------------------------------------- systems
-# Pure functions from ballots to outcomes: (answer or None, confidence in what it did, candidate, its score).
+# Pure functions from ballots to outcomes.
 
 
 @dataclass(frozen=True)
@@ -234,83 +265,114 @@ class Outcome:
     confidence: float  # in what it did (answering or abstaining)
     candidate: str | None  # its best answer even when it abstained (risk-coverage ranks these)
     score: float  # the confidence of that candidate
+    latency_s: float | None = None
 
 
-def single(text: str, mean_logprob: float) -> Outcome:
-    p = math.exp(min(mean_logprob, 0.0))
-    if is_abstention(text):
-        return Outcome(None, p, None, 0.0)
-    return Outcome(text, p, text, p)
+def votes_of(verdict: dict) -> list[Vote]:
+    return [Vote.from_dict(v) for v in verdict["votes"]]
 
 
-def from_aggregate(agg) -> Outcome:
-    """A council or self-consistency outcome: the candidate is the answer cluster of most share * grounding."""
-    clusters = [c for c in agg.clusters if not c.abstention]
-    support = lambda c: c.share * (1.0 if c.grounding is None else c.grounding)  # noqa: E731
-    top = max(clusters, key=support, default=None)
+def from_aggregate(agg, latency_s: float | None = None, calibrator: Calibrator | None = None) -> Outcome:
+    """The outcome of an aggregate; its candidate is the answer cluster of most share x grounding, scored by
+    the calibrated probability when there is a calibrator, else by share x grounding."""
+    top = best_answer(agg.clusters)
+    if top is None:
+        score = 0.0
+    elif calibrator is not None:
+        score = calibrator.probability(features(agg.clusters, [v for v in agg.votes if not v.missing]))
+    else:
+        score = agg.confidence if not agg.abstained else top.share * (1.0 if top.grounding is None else top.grounding)
     if not agg.abstained:
-        return Outcome(agg.answer, agg.confidence, agg.answer, agg.confidence)
-    return Outcome(None, agg.confidence, top.answer if top else None, support(top) if top else 0.0)
+        return Outcome(agg.answer, agg.confidence, agg.answer, score if calibrator else agg.confidence, latency_s)
+    return Outcome(None, agg.confidence, top.answer if top else None, score, latency_s)
 
 
-def council_votes(ballot: dict, k: int, voters: dict[str, float]) -> list[Vote]:
-    """The votes of the k specialists the router scores highest; `voters` maps each to its card's reliability."""
-    ranked = sorted(voters, key=lambda v: -ballot["route"].get(v, -1.0))[:k]
-    return [Vote(v, ballot["rows"][v][0], route_score=max(ballot["route"].get(v, 0.0), 0.0),
-                 reliability=voters[v], mean_logprob=ballot["rows"][v][1]) for v in ranked]
+def sc_outcome(ballot: dict, passages) -> Outcome:
+    votes = [Vote(f"sample{i}", text, mean_logprob=lp) for i, (text, lp) in enumerate(ballot["samples"])]
+    return from_aggregate(aggregate(votes, passages=passages, config=AggregatorConfig(min_agreement=0.0)))
 
 
-def council_outcome(ballot: dict, k: int, voters: dict[str, float], config: AggregatorConfig) -> Outcome:
-    passages = None if ballot["options"] else ballot["passages"]
-    return from_aggregate(aggregate(council_votes(ballot, k, voters), passages=passages, config=config))
+def text_systems(ballots: list[dict], config: AggregatorConfig, fitted: AggregatorConfig | None,
+                 calibrator: Calibrator | None) -> dict[str, list[Outcome]]:
+    """Every system's outcomes on a text suite's ballots (singles under each specialist's name)."""
+    out: dict[str, list[Outcome]] = {"council": [], "council_k1": [], "council_fitted": [], "council_calibrated": []}
+    for b in ballots:
+        votes, passages = votes_of(b["council"]), b["passages"]
+        latency = b["council"]["timings"].get("total")
+        out["council"].append(from_aggregate(aggregate(votes, passages=passages, config=config), latency))
+        out["council_k1"].append(from_aggregate(aggregate(votes[:1], passages=passages, config=config)))
+        if fitted is not None:
+            out["council_fitted"].append(from_aggregate(aggregate(votes, passages=passages, config=fitted)))
+        if calibrator is not None:
+            agg = aggregate(votes, passages=passages, config=config, calibrator=calibrator)
+            out["council_calibrated"].append(from_aggregate(agg, latency, calibrator))
+        for vote in votes_of(b["panel"]):
+            single = from_aggregate(aggregate([vote], passages=passages, config=config))
+            out.setdefault(f"single:{vote.specialist}", []).append(single)
+        if b.get("samples"):
+            out.setdefault("self_consistency", []).append(sc_outcome(b, passages))
+    return {k: v for k, v in out.items() if len(v) == len(ballots)}
 
 
-def sc_outcome(ballot: dict, n: int) -> Outcome:
-    votes = [Vote(f"sample{i}", text, mean_logprob=lp) for i, (text, lp) in enumerate(ballot["samples"][:n])]
-    config = AggregatorConfig(strategy="majority", min_agreement=0.0, min_grounding=0.0)
-    return from_aggregate(aggregate(votes, passages=None, config=config))
+def option_systems(ballots: list[dict]) -> dict[str, list[Outcome]]:
+    out: dict[str, list[Outcome]] = {}
+    for b in ballots:
+        for name, (text, logp, _) in b["rows"].items():
+            p = math.exp(min(logp, 0.0))
+            out.setdefault(f"single:{name}", []).append(Outcome(text, p, text, p))
+        ranked = sorted(b["rows"], key=lambda v: -b["route"].get(v, -1.0))[:K]
+        votes = [Vote(v, b["rows"][v][0], route_score=max(b["route"].get(v, 0.0), 0.0), mean_logprob=b["rows"][v][1])
+                 for v in ranked]
+        out.setdefault("council", []).append(from_aggregate(aggregate(votes, config=AggregatorConfig(
+            strategy="majority", min_agreement=0.0, min_grounding=0.0))))
+        if b.get("samples"):
+            out.setdefault("self_consistency", []).append(sc_outcome(b, None))
+    return {k: v for k, v in out.items() if len(v) == len(ballots)}
 
 
 # ----------------------------------------------------------------------------------------------- metrics
 
 
-def judge(answer: str | None, ballot: dict) -> tuple[float, float, bool]:
-    """(exact match, F1, right) of one answer (None = abstained) to one ballot's question."""
+def judge(answer: str | None, ballot: dict) -> tuple[float, bool]:
+    """(F1, right) of one answer (None = abstained): an abstention is right on an unanswerable question, an
+    answer when its token F1 reaches CORRECT_F1 (or it is the right option)."""
     golds = ballot["golds"]
-    if answer is None:
-        return 0.0, 0.0, not golds
+    if answer is None or is_abstention(answer):
+        return 0.0, not golds
     if not golds:
-        return 0.0, 0.0, False
-    if ballot["options"]:
-        right = answer == golds[0]
-        return float(right), float(right), right
+        return 0.0, False
+    if ballot.get("options"):
+        return float(answer == golds[0]), answer == golds[0]
     f1 = token_f1(answer, golds)
-    return exact_match(answer, golds), f1, f1 >= CORRECT_F1
+    return f1, f1 >= CORRECT_F1
+
+
+def _rate(flags: Sequence[bool]) -> dict:
+    n, k = len(flags), sum(flags)
+    low, high = wilson_interval(k, n)
+    return {"rate": round(k / n, 4) if n else None, "ci95": [round(low, 4), round(high, 4)], "n": n}
 
 
 def metrics(outcomes: Sequence[Outcome], ballots: Sequence[dict]) -> dict:
     judged = [judge(o.answer, b) for o, b in zip(outcomes, ballots)]
-    answerable = [i for i, b in enumerate(ballots) if b["golds"]]
     unanswerable = [i for i, b in enumerate(ballots) if not b["golds"]]
-    answered = [i for i, o in enumerate(outcomes) if o.answer is not None]
-    candidate_errors = [not judge(o.candidate, b)[2] for o, b in zip(outcomes, ballots)]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    # the field's standard score beside ours (SQuAD 2.0's script: all questions, an abstention is the
-    # no-answer); for a multiple-choice suite it is the share right, abstentions on answerable ones wrong
+    answerable = [i for i, b in enumerate(ballots) if b["golds"]]
+    errors = [not judge(o.candidate, b)[1] for o, b in zip(outcomes, ballots)]
+    scores = [o.score for o in outcomes]
     official = squad_v2_score([ABSTAIN_ANSWER if o.answer is None else o.answer for o in outcomes],
                               [b["golds"] for b in ballots])
+    latencies = [o.latency_s for o in outcomes if o.latency_s is not None]
     return {
-        "n": len(ballots), "n_unanswerable": len(unanswerable),
-        "official_f1": official["f1"], "official_exact": official["exact"],
-        "em": round(100 * mean([judged[i][0] for i in answerable]), 2) if answerable else None,
-        "f1": round(100 * mean([judged[i][1] for i in answerable]), 2) if answerable else None,
-        "hallucination_rate_unanswerable": _round(mean([outcomes[i].answer is not None for i in unanswerable])),
-        "hallucination_rate_answerable": _round(mean([outcomes[i].answer is not None and not judged[i][2]
-                                                      for i in answerable])),
-        "abstention_rate": _round(1 - len(answered) / len(ballots)),
-        "selective_accuracy": _round(mean([judged[i][2] for i in answered])),
-        "aurc": _round(aurc([o.score for o in outcomes], candidate_errors)),
-        "calibration_error": _round(calibration_error([o.confidence for o in outcomes], [j[2] for j in judged])),
+        "official": official,
+        "unanswerable_answered": _rate([outcomes[i].answer is not None for i in unanswerable]),
+        "answerable_wrong": _rate([outcomes[i].answer is not None and not judged[i][1] for i in answerable]),
+        "abstention_rate": round(sum(o.answer is None for o in outcomes) / len(outcomes), 4),
+        "aurc": round(aurc(scores, errors), 4),
+        "risk_at_50": _round(risk_at_coverage(scores, errors, 0.5)),
+        "risk_at_80": _round(risk_at_coverage(scores, errors, 0.8)),
+        "calibration_error": round(calibration_error([o.confidence for o in outcomes], [j[1] for j in judged]), 4),
+        "reliability": reliability_bins([o.confidence for o in outcomes], [j[1] for j in judged]),
+        "latency_s": round(sum(latencies) / len(latencies), 3) if len(latencies) == len(outcomes) else None,
     }
 
 
@@ -318,191 +380,228 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def systems(ballots: list[dict], voters: dict[str, float], best: str, fitted: dict[str, AggregatorConfig]) -> dict:
-    """Every system's outcomes on a suite's ballots."""
-    first = ballots[0]["rows"]
-    out = {name: [single(*b["rows"][name][:2]) for b in ballots]
-           for name in ("base_closed_book", "base_rag") if name in first}
-    for v in voters:
-        out[f"single:{v}"] = [single(*b["rows"][v][:2]) for b in ballots]
-    out["best_single_rag"] = out[f"single:{best}"]
-    out["self_consistency"] = [sc_outcome(b, 3) for b in ballots]
-    out["self_consistency_n5"] = [sc_outcome(b, 5) for b in ballots]
-    for k in KS:
-        for strategy in STRATEGIES:
-            name = f"council_k{k}_{strategy}"
-            config = fitted.get(name, AggregatorConfig(strategy=strategy))
-            out[name] = [council_outcome(b, k, voters, config) for b in ballots]
-            if strategy == "grounded":
-                out[f"council_k{k}"] = out[name]
-    return out
+def best_single(scored: dict[str, dict]) -> str:
+    singles = [n for n in scored if n.startswith("single:")]
+    return max(singles, key=lambda n: (scored[n]["official"]["f1"], n)).removeprefix("single:")
 
 
-def fit(ballots: list[dict], voters: dict[str, float], penalty: float = 1.0) -> dict[str, AggregatorConfig]:
-    """Thresholds of every council (k, strategy), fitted on validation ballots (objective: mean F1 minus
-    `penalty` times the hallucination rate)."""
-    fitted = {}
-    for k in KS:
-        for strategy in STRATEGIES:
-            examples = [LabeledExample(council_votes(b, k, voters), b["passages"], b["golds"], bool(b["golds"]))
-                        for b in ballots]
-            fitted[f"council_k{k}_{strategy}"] = fit_thresholds(examples, config=AggregatorConfig(strategy=strategy),
-                                                                penalty=penalty)
-    return fitted
+def goals(systems: dict[str, dict]) -> dict:
+    """#14's goals on one text suite: each with the figures it compares and by how much it is met or missed."""
+    cal, best = systems.get("council_calibrated"), systems["best_single"]
+    if cal is None:
+        return {}
+    others = [n for n in ("council_k1", "best_single", "self_consistency") if n in systems]
+    hasans = lambda m: m["official"].get("HasAns_f1", 0.0)  # noqa: E731
+    return {
+        "aurc_below_" + "_".join(others): {"met": all(cal["aurc"] < systems[n]["aurc"] for n in others),
+                                           "by": round(min(systems[n]["aurc"] for n in others) - cal["aurc"], 4)},
+        "half_the_unanswerable_answered": {
+            "met": cal["unanswerable_answered"]["rate"] <= best["unanswerable_answered"]["rate"] / 2,
+            "by": round(best["unanswerable_answered"]["rate"] / 2 - cal["unanswerable_answered"]["rate"], 4)},
+        "hasans_f1_at_most_3_lower": {"met": hasans(cal) >= hasans(best) - 3,
+                                      "by": round(hasans(cal) - hasans(best) + 3, 2)},
+        "official_f1_plus_5": {"met": cal["official"]["f1"] >= best["official"]["f1"] + 5,
+                               "by": round(cal["official"]["f1"] - best["official"]["f1"] - 5, 2)},
+        "calibration_error_0.05": {"met": cal["calibration_error"] <= 0.05,
+                                   "by": round(0.05 - cal["calibration_error"], 4)},
+    }
 
 
-# ------------------------------------------------------------------------------------------------- runs
+# ------------------------------------------------------------------------------------------ fitting, output
 
 
-def collect(items: list[Item], council, voters: Sequence[str], store: Path, *, max_new_tokens: int, seed: int,
-            label: str) -> list[dict]:
-    """Ballots of every item, from `store` when already there; samples of the suite's best specialist."""
-    from tqdm.auto import tqdm
-
-    kept = {}
-    if store.is_file():
-        for line in store.read_text(encoding="utf-8").splitlines():
-            b = json.loads(line)
-            kept[(b["suite"], b["id"])] = b
-    with open(store, "a", encoding="utf-8") as f:
-        todo = [i for i in items if (i.suite, i.id) not in kept]
-        for item in tqdm(todo, desc=f"{label}: answering", disable=not todo):
-            kept[(item.suite, item.id)] = b = greedy_ballot(item, council, voters, max_new_tokens)
-            f.write(json.dumps(b) + "\n")
-            f.flush()
-    ballots = [kept[(i.suite, i.id)] for i in items]
-    best = best_single(ballots, voters)
-    by_id = {i.id: i for i in items}
-    with open(store, "a", encoding="utf-8") as f:
-        todo = [b for b in ballots if b.get("samples_of") != best]
-        for b in tqdm(todo, desc=f"{label}: sampling {best}", disable=not todo):
-            sample_ballot(b, by_id[b["id"]], council, best, max_new_tokens, seed)
-            f.write(json.dumps(b) + "\n")  # a later line for the same question replaces the earlier one
-            f.flush()
-    return ballots
+def fit_on_validation(ballots: list[dict], config: AggregatorConfig, *, penalty: float, max_risk: float,
+                      about: dict) -> tuple[AggregatorConfig, Calibrator | None]:
+    """The aggregator's thresholds and the calibrator, fitted on validation ballots of the council."""
+    examples = [LabeledExample(votes_of(b["council"]), b["passages"], b["golds"], bool(b["golds"])) for b in ballots]
+    fitted = fit_thresholds(examples, config=config, penalty=penalty)
+    rows, right = [], []
+    for b in ballots:
+        agg = aggregate(votes_of(b["council"]), passages=b["passages"], config=config)
+        f = features(agg.clusters, [v for v in agg.votes if not v.missing])
+        if f is not None:
+            rows.append(f)
+            right.append(judge(best_answer(agg.clusters).answer, b)[1])
+    if len(set(right)) < 2:
+        return fitted, None
+    fitted_on = {**about, "questions": len(ballots), "with_an_answer": len(rows), "right": sum(right)}
+    return fitted, fit_calibrator(rows, right, max_risk=max_risk, fitted_on=fitted_on)
 
 
-def best_single(ballots: list[dict], voters: Sequence[str]) -> str:
-    return max(voters, key=lambda v: (metrics([single(*b["rows"][v][:2]) for b in ballots], ballots)["f1"] or 0,
-                                      v))
+COLUMNS = ("official f1", "HasAns f1", "NoAns f1", "unanswerable answered", "aurc", "risk@50", "risk@80", "ECE",
+           "latency s")
+
+
+def _row(name: str, m: dict) -> str:
+    o, u = m["official"], m["unanswerable_answered"]
+    cells = [o["f1"], o.get("HasAns_f1", "-"), o.get("NoAns_f1", "-"),
+             "-" if u["rate"] is None else f"{u['rate']:.2f} [{u['ci95'][0]:.2f}, {u['ci95'][1]:.2f}]",
+             m["aurc"], m["risk_at_50"], m["risk_at_80"], m["calibration_error"], m["latency_s"]]
+    return f"| {name} | " + " | ".join("-" if c is None else f"{c:g}" if isinstance(c, float) else str(c)
+                                       for c in cells) + " |"
 
 
 def table(results: dict) -> str:
-    cols = ("official_f1", "f1", "em", "hallucination_rate_unanswerable", "hallucination_rate_answerable", "abstention_rate",
-            "selective_accuracy", "aurc", "calibration_error")
     lines = []
     for suite, r in results["suites"].items():
-        floor = r.get("always_abstain", {}).get("f1", "-")
         lines += [f"\n**{suite}** ({r['n']} questions, {r['n_unanswerable']} unanswerable; best single: "
-                  f"{r['best_single']}; always abstaining: official F1 {floor})\n", "| system | " + " | ".join(cols) + " |",
-                  "|---" * (len(cols) + 1) + "|"]
-        for name, m in r["systems"].items():
-            if name.startswith("single:") or name in [f"council_k{k}" for k in KS]:
-                continue
-            lines.append(f"| {name} | " + " | ".join("-" if m[c] is None else f"{m[c]:g}" for c in cols) + " |")
+                  f"{r['best_single']}; always abstaining: official F1 {r['always_abstain']['f1']})\n",
+                  "| system | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        lines += [_row(n, m) for n, m in r["systems"].items() if not n.startswith("single:")]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     suites = [s for s in results["suites"] if s in results["curves"]]
-    fig, axes = plt.subplots(1, len(suites), figsize=(5 * len(suites), 4), squeeze=False)
-    for ax, suite in zip(axes[0], suites):
-        for name, (coverage, risk) in results["curves"][suite].items():
-            ax.plot(coverage, risk, label=f"{name} (AURC {results['suites'][suite]['systems'][name]['aurc']:.3f})")
-        ax.set(title=suite, xlabel="coverage", ylabel="risk (wrong among answered)", ylim=(0, 1))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    if not suites:
+        return
+    for kind in ("risk_coverage", "reliability"):
+        fig, axes = plt.subplots(1, len(suites), figsize=(5 * len(suites), 4), squeeze=False)
+        for ax, suite in zip(axes[0], suites):
+            systems = results["suites"][suite]["systems"]
+            for name in (n for n in SHOWN if n in results["curves"][suite]):
+                if kind == "risk_coverage":
+                    coverage, risk = results["curves"][suite][name]
+                    ax.plot(coverage, risk, label=f"{name} (AURC {systems[name]['aurc']:.3f})")
+                else:
+                    bins = systems[name]["reliability"]
+                    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-",
+                            label=f"{name} (ECE {systems[name]['calibration_error']:.3f})")
+            if kind == "risk_coverage":
+                ax.set(title=suite, xlabel="coverage", ylabel="risk (wrong among answered)", ylim=(0, 1))
+            else:
+                ax.plot([0, 1], [0, 1], ":", color="grey")
+                ax.set(title=suite, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{kind}.png", dpi=120)
+        plt.close(fig)
+        print(f"wrote {out / f'{kind}.png'}", file=sys.stderr)
+
+
+def score_suite(ballots: list[dict], outcomes: dict[str, list[Outcome]]) -> dict:
+    scored = {name: metrics(o, ballots) for name, o in outcomes.items()}
+    best = best_single(scored)
+    scored["best_single"] = scored[f"single:{best}"]
+    outcomes["best_single"] = outcomes[f"single:{best}"]
+    ordered = {n: scored[n] for n in (*SHOWN, "council_fitted") if n in scored}
+    ordered.update({n: m for n, m in scored.items() if n not in ordered})
+    return {"n": len(ballots), "n_unanswerable": sum(not b["golds"] for b in ballots), "best_single": best,
+            "always_abstain": always_abstain_score([b["golds"] for b in ballots]), "systems": ordered,
+            "goals": goals(ordered) if not ballots[0].get("options") else {}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI smoke: a few questions a suite")
-    parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
-    parser.add_argument("--squad", type=Path, default=SHARED_SQUAD,
-                        help="a SQuAD 2.0 file; articles other than the shared ones are routed and indexed as unseen")
-    parser.add_argument("--limit", type=int, help="questions per suite (default: 100 SQuAD, 40 each of the "
-                                                  "others; the 60 validation questions stay)")
+    parser.add_argument("--suites", nargs="*", choices=SUITES, default=list(SUITES),
+                        help="suites to score (none: only fit on validation, e.g. with --write-calibrator)")
+    parser.add_argument("--squad", type=Path, help="also score a SQuAD 2.0 file of articles no specialist saw")
+    parser.add_argument("--limit", type=int, help="questions per suite (default 300, options 40; validation 300)")
     parser.add_argument("--json", type=Path, help="write every system's metrics here")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "hallucination",
-                        help="folder for the kept generations (ballots.jsonl), the table and the plot")
+                        help="folder for the kept verdicts (ballots.jsonl), the table and the plots")
     parser.add_argument("--penalty", type=float, default=1.0,
                         help="cost of a hallucination in F1 points (0-1 scale) when fitting the thresholds")
+    parser.add_argument("--risk", type=float, default=0.1,
+                        help="the calibrated council answers so that at most this share of answers is wrong "
+                             "on validation (default 0.1)")
+    parser.add_argument("--write-calibrator", type=Path, help="save the calibrator fitted on validation here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    if args.limit:  # the validation questions that fit the thresholds stay as they are
+    if args.limit:
         sizes = {k: v if k == "validation" else args.limit for k, v in sizes.items()}
-    if not args.squad.is_file():
+    if args.squad is not None and not args.squad.is_file():
         parser.error(f"--squad {args.squad}: no such file")
     args.out.mkdir(parents=True, exist_ok=True)
-    store_file = args.out / ("ballots-quick.jsonl" if args.quick else "ballots.jsonl")
+    kept_path = args.out / ("ballots-quick.jsonl" if args.quick else "ballots.jsonl")
+    kept = read_kept(kept_path)
 
     from council.config import CouncilConfig
     from council.council import Council
-    from council.retrieval import Document, DocumentStore
+    from council.retrieval import DocumentStore
+    from council.router import RouterConfig
 
     t0 = time.perf_counter()
     config = CouncilConfig(threads=args.threads)
-    council = Council(config)
-    voters = {n: s.card.reliability for n, s in council.specialists.items()}
+    # the panel seats every specialist of the council's base, the non-routable reader included
+    from specialists.registry import load_catalog
+    from council.base_model import same_base
+
+    names = [n for n, s in load_catalog().items() if same_base(s.card.base_model.get("name", ""), config.base_model)
+             and (s.card.routing.get("routable", True) or n == "reader")]
+    panel_config = replace(config, specialists=names, router=RouterConfig(threshold=-1.0, min_k=len(names),
+                                                                          max_k=len(names)))
+    panel = Council(panel_config)  # its host holds every adapter; the council's seats are among them
+    council = Council(config, store=panel.store, host=panel.host, embedder=panel.router.embedder)
+    engine = panel.host.hosts[panel.host.names[0]].engine
     mnt = config.max_new_tokens
 
-    def with_store(store):
-        return Council(config, store=store, host=council.host.hosts[council.host.names[0]],
-                       embedder=council.router.embedder)
+    def on(store):
+        return (Council(config, store=store, host=panel.host, embedder=panel.router.embedder),
+                Council(panel_config, store=store, host=panel.host, embedder=panel.router.embedder))
 
-    validation = collect(squad_items(SHARED_SQUAD, "validation", sizes["validation"]), council, voters,
-                         store_file, max_new_tokens=mnt, seed=args.seed, label="validation")
-    fitted = fit(validation, voters, args.penalty)
-    results = {"suites": {}, "curves": {}, "fitted": {k: c.to_dict() for k, c in fitted.items()},
-               "voters": list(voters), "penalty": args.penalty, "quick": args.quick, "squad_file": str(args.squad),
-               "goals": GOALS}
-    for suite in args.suites:
-        target = council
-        if suite == "squad":
-            unseen = args.squad.resolve() != SHARED_SQUAD.resolve()
-            items = squad_items(args.squad, None if unseen else "test", sizes["squad"])
-            if unseen:
-                store = DocumentStore(embedder=council.store.embedder)
-                store.add(args.squad, on_error="raise")
-                target = with_store(store)
-        elif suite == "fiction":
-            items, docs = fiction_items(sizes["fiction"])
-            store = DocumentStore(embedder=council.store.embedder)
-            store.add_documents([Document(d.text, f"synthetic:{d.id}", d.title) for d in docs])
-            target = with_store(store)
+    def store_of(source) -> DocumentStore:
+        store = DocumentStore(embedder=panel.store.embedder)
+        if isinstance(source, Path):
+            store.add(source, on_error="raise")
         else:
+            store.add_documents(source)
+        return store
+
+    items, docs = reading_suite("validation", "validation", sizes["validation"])
+    validation = text_ballots(items, *on(store_of(docs)), kept, kept_path, label="validation")
+    about = {"ballots": str(kept_path.relative_to(ROOT) if kept_path.is_relative_to(ROOT) else kept_path),
+             "suite": "validation: the reading data's SQuAD 2.0 validation articles", "base_model": config.base_model,
+             "seated": "the default council (`council ask`), peer review on", "risk": args.risk}
+    fitted, calibrator = fit_on_validation(validation, config.aggregator, penalty=args.penalty,
+                                           max_risk=args.risk, about=about)
+    if args.write_calibrator:
+        if calibrator is None:
+            parser.error("the validation ballots hold no right and wrong answers to fit a calibrator on")
+        calibrator.save(args.write_calibrator)
+        print(f"wrote {args.write_calibrator}", file=sys.stderr)
+    results = {"suites": {}, "curves": {}, "fitted": fitted.to_dict(),
+               "calibrator": calibrator.to_dict() if calibrator else None, "panel": names,
+               "penalty": args.penalty, "risk": args.risk, "quick": args.quick, "goals": GOALS}
+    suites = [*args.suites, *(["squad"] if args.squad else [])]
+    for suite in suites:
+        if suite in OPTION_SUITES:
             items = pubmedqa_items(sizes[suite]) if suite == "pubmedqa" else truthfulqa_items(sizes[suite])
-        ballots = collect(items, target, voters, store_file, max_new_tokens=mnt, seed=args.seed, label=suite)
-        best = ballots[0]["samples_of"]
-        outcomes = systems(ballots, voters, best, fitted)
-        scored = {name: metrics(o, ballots) for name, o in outcomes.items()}
-        results["suites"][suite] = {"n": len(ballots), "n_unanswerable": sum(not b["golds"] for b in ballots),
-                                    "best_single": best, "systems": scored,
-                                    "always_abstain": always_abstain_score([b["golds"] for b in ballots])}
-        shown = ("best_single_rag", "self_consistency", "council_k1", "council_k3", "council_k5")
+            ballots = option_ballots(items, council, names, kept, kept_path, label=suite)
+            outcomes = option_systems(ballots)
+        else:
+            if suite == "unseen":
+                items, source = reading_suite("test", "unseen", sizes["unseen"])
+            else:
+                path = halueval_file(args.out) if suite == "halueval" else args.squad
+                items, source = squad_file_suite(path, suite, sizes[suite])
+            ballots = text_ballots(items, *on(store_of(source)), kept, kept_path, label=suite)
+            outcomes = text_systems(ballots, config.aggregator, fitted, calibrator)
+        best = best_single({n: metrics(o, ballots) for n, o in outcomes.items() if n.startswith("single:")})
+        add_samples(ballots, engine, best, kept_path, max_new_tokens=mnt, seed=args.seed, label=suite)
+        outcomes = text_systems(ballots, config.aggregator, fitted, calibrator) if suite not in OPTION_SUITES \
+            else option_systems(ballots)
+        results["suites"][suite] = score_suite(ballots, outcomes)
         results["curves"][suite] = {
-            name: risk_coverage([o.score for o in outcomes[name]],
-                                [not judge(o.candidate, b)[2] for o, b in zip(outcomes[name], ballots)])
-            for name in shown}
+            n: risk_coverage([o.score for o in outcomes[n]], [not judge(o.candidate, b)[1]
+                                                             for o, b in zip(outcomes[n], ballots)])
+            for n in SHOWN if n in outcomes}
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    first = next(iter(results["suites"].values()), None)
-    results["systems"] = first["systems"] if first else {}  # the first suite's (SQuAD's) systems, at the top
     markdown = table(results)
     print(markdown)
     (args.out / "hallucination.md").write_text(markdown, encoding="utf-8")
-    plot(results, args.out / "risk_coverage.png")
+    plot(results, args.out)
     if args.json:
         write_json(args.json, results)
-    council.close()
+    panel.close()
     return 0
 
 

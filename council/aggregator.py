@@ -27,12 +27,13 @@ from typing import Literal, NamedTuple
 from rapidfuzz import fuzz, process
 
 from council import strict
+from council.calibrator import Calibrator, best_answer, features
 from council.metrics import abstain_f1, is_abstention, normalize_answer, token_f1
 from council.prompts import ABSTAIN_ANSWER
 
 Strategy = Literal["grounded", "majority", "weighted"]
 Reason = Literal["answered", "abstention_won", "low_agreement", "low_grounding", "not_an_answer", "no_quorum",
-                 "no_votes"]
+                 "no_votes", "low_confidence"]
 Scorer = Callable[..., float]
 Processor = Callable[[str], str] | None
 
@@ -59,6 +60,9 @@ class Vote:
     no_answer_margin: float | None = None
     latency_s: float | None = None
     error: str | None = None
+    # peer review: this voter's mean token log-prob of each candidate answer on the table, the abstention
+    # included (its row of the council's support matrix)
+    review: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.specialist.strip():
@@ -94,6 +98,7 @@ class Cluster:
     share: float  # weight / total weight of the votes that arrived, 0-1
     abstention: bool
     grounding: float | None = None  # support in the passages, 0-1; None for abstentions or without passages
+    peer_support: float | None = None  # the voters' mean preference for it under peer review, 0-1; None without
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -282,6 +287,21 @@ def grounding(
 # ----------------------------------------------------------------------------------------------- aggregate
 
 
+def peer_support(votes: Sequence[Vote], answers: Sequence[set[str]]) -> list[float | None]:
+    """Per group of answer wordings: the reviewers' mean probability of it, each reviewer's mean log-probs
+    turned into a distribution over the candidates it scored (a softmax). None for all when nobody reviewed."""
+    reviews = [v.review for v in votes if v.review]
+    if not reviews:
+        return [None] * len(answers)
+    preferences = []
+    for review in reviews:
+        top = max(review.values())
+        weights = {a: math.exp(lp - top) for a, lp in review.items()}
+        total = sum(weights.values())
+        preferences.append({a: w / total for a, w in weights.items()})
+    return [sum(sum(p.get(a, 0.0) for a in group) for p in preferences) / len(preferences) for group in answers]
+
+
 def _abstain_confidence(clusters: Sequence[Cluster]) -> float:
     """1 - (share * grounding) of the best answer cluster: how sure we are that no answer deserved to stand."""
     answers = [c.share * (1.0 if c.grounding is None else c.grounding) for c in clusters if not c.abstention]
@@ -314,7 +334,9 @@ def _clusters(
         answer = ABSTAIN_ANSWER if abstention else arrived[head].answer.strip()
         parts.append((answer, [arrived[i].specialist for i in g], weight, abstention, ground))
     total = sum(p[2] for p in parts)
-    clusters = [Cluster(a, m, w, w / total if total > 0 else 1.0 / len(parts), ab, gr) for a, m, w, ab, gr in parts]
+    support = peer_support(arrived, [{arrived[i].answer.strip() for i in g} for g in groups])
+    clusters = [Cluster(a, m, w, w / total if total > 0 else 1.0 / len(parts), ab, gr, ps)
+                for (a, m, w, ab, gr), ps in zip(parts, support)]
     # heaviest first; on a tie the abstention first (the conservative choice), then in seeding order (stable)
     return sorted(clusters, key=lambda c: (-c.weight, not c.abstention))
 
@@ -326,8 +348,12 @@ def aggregate(
     config: AggregatorConfig | None = None,
     scorer: Scorer = fuzz.token_set_ratio,
     grounding_scorer: Scorer = fuzz.partial_ratio,
+    calibrator: Calibrator | None = None,
 ) -> Aggregate:
-    """Votes (and the shared passages, if any) to a verdict. Checks, in order: no vote arrived (`no_votes`),
+    """Votes (and the shared passages, if any) to a verdict. With a `calibrator`, after the quorum: the best
+    answer cluster (share x grounding) is given when its calibrated probability of being right reaches the
+    calibrator's threshold (else `low_confidence`), unless it is `not_an_answer`; the confidence is that
+    probability, or one minus it when abstaining. Without one: Checks, in order: no vote arrived (`no_votes`),
     fewer than `quorum` arrived (`no_quorum`), the abstention cluster won (`abstention_won`), the winner's share
     is under `min_agreement` (`low_agreement`), its grounding is under `min_grounding` (`low_grounding`), it has
     more than `max_answer_words` words (`not_an_answer`: copied text, not an answer); else `answered`. `passages=None` skips grounding; an empty list means no support (grounding 0)."""
@@ -341,13 +367,14 @@ def aggregate(
     arrived = [v for v in votes if not v.missing]
     missing = [v.specialist for v in votes if v.missing]
 
-    def verdict(reason: Reason, clusters: list[Cluster]) -> Aggregate:
-        winner = clusters[0] if clusters else None
+    def verdict(reason: Reason, clusters: list[Cluster], winner: Cluster | None = None,
+                confidence: float | None = None) -> Aggregate:
+        winner = winner or (clusters[0] if clusters else None)
         answered = reason == "answered"
         ground = winner.grounding if winner is not None else None
-        if answered:
+        if confidence is None and answered:
             confidence = winner.share * (1.0 if ground is None else ground)
-        else:
+        elif confidence is None:
             confidence = _abstain_confidence(clusters)
         return Aggregate(
             answer=winner.answer if answered else None,
@@ -368,6 +395,15 @@ def aggregate(
     winner = clusters[0]
     if len(arrived) < config.quorum:
         return verdict("no_quorum", clusters)
+    if calibrator is not None:
+        best = best_answer(clusters)
+        if best is None:
+            return verdict("abstention_won", clusters, confidence=1.0)
+        p = calibrator.probability(features(clusters, arrived))
+        if len(best.answer.split()) > config.max_answer_words:
+            return verdict("not_an_answer", clusters, best, 1.0 - p)
+        answered = p >= calibrator.threshold
+        return verdict("answered" if answered else "low_confidence", clusters, best, p if answered else 1.0 - p)
     if winner.abstention:
         return verdict("abstention_won", clusters)
     if winner.share < config.min_agreement:

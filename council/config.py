@@ -55,6 +55,11 @@ class CouncilConfig:
     threads: int | None = None  # torch threads of the in-process host (None: torch's default)
     quantize: Quantize = "fp16"  # base weights of the host: fp16 keeps fp32 answers at half the bytes
     max_batch_rows: int = 12  # rows of one generate call when answering many questions
+    # peer review: every voter scores every candidate answer from its own generation's KV cache (Vote.review)
+    peer_review: bool = True
+    # a calibrator JSON (council/calibrator.py): answer or abstain by the calibrated probability of being right;
+    # None: the aggregator's thresholds decide
+    calibrator: str | None = None
     # a council of 3 whenever one specialist fits: the others read the same context and check its answer
     router: RouterConfig = field(default_factory=lambda: RouterConfig(min_k=3, max_k=3))
     aggregator: AggregatorConfig = FITTED_AGGREGATOR
@@ -74,6 +79,9 @@ class CouncilConfig:
                 raise ConfigError(f"{name}={value!r}: must be a whole number of at least 1")
         if self.specialists is not None and not self.specialists:
             raise ConfigError("specialists=[]: name at least one specialist, or leave it out to seat the catalog")
+        if self.calibrator and not self.peer_review:
+            raise ConfigError(f"calibrator={self.calibrator!r} with peer_review=false: the calibrator reads the "
+                              "peer review's support; set peer_review=true, or leave the calibrator out")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads!r}: must be at least 1")
         if self.version > CONFIG_VERSION:
@@ -87,7 +95,7 @@ class CouncilConfig:
     def from_dict(cls, data: dict, *, base_dir: Path | None = None) -> CouncilConfig:
         data = dict(data)
         if base_dir is not None:  # relative paths are relative to the config file, not the working folder
-            for key in ("catalog", "store"):
+            for key in ("catalog", "store", "calibrator"):
                 if data.get(key):
                     data[key] = str((base_dir / data[key]).resolve())
             if data.get("base_model") and (base_dir / data["base_model"]).is_dir():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from council.aggregator import Aggregate, Vote, aggregate, grounding
 from council.base_model import builtin, resolve, same_base
+from council.calibrator import Calibrator
 from council.config import ConfigError, CouncilConfig
 from council.engine import Request
 from council.hosts import AdapterSpec, Host, HostFailure, HostGroup, HostSpec
@@ -95,6 +96,20 @@ class Verdict:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
+def _chunks(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
+    """Row ranges of at most `limit` rows that never split one question's rows (its peer review needs them
+    together), unless that question alone has more."""
+    chunks, start, rows = [], 0, 0
+    for n in sizes:
+        if rows and rows + n > limit:
+            chunks.append((start, start + rows))
+            start, rows = start + rows, 0
+        rows += n
+    if rows:
+        chunks.append((start, start + rows))
+    return chunks
+
+
 class Council:
     """A council of specialists on one base model, a router, a shared document store and an aggregator."""
 
@@ -122,6 +137,7 @@ class Council:
             raise ConfigError(f"no specialists to seat: the catalog {catalog_dir} holds none" + (
                 f" trained on base_model={config.base_model!r} (its specialists' bases: {', '.join(bases)}); "
                 "choose one of those bases or name the specialists" if catalog else ""))
+        self.calibrator = Calibrator.load(config.calibrator) if config.calibrator else None
         self.router = Router([Profile(n, s.card.description, list(s.card.routing.get("examples", [])))
                               for n, s in self.specialists.items()], config=config.router, embedder=embedder)
         self.store = store if store is not None else self._open_store()
@@ -185,14 +201,15 @@ class Council:
             votes.append(Vote(answer=ABSTAIN_ANSWER if abstains else g.text,
                               mean_logprob=g.abstain_logprob if abstains else g.mean_logprob,
                               no_answer_margin=round(margin, 4) if math.isfinite(margin) else None,
-                              latency_s=round(g.seconds, 4), **who))
+                              latency_s=round(g.seconds, 4),
+                              review={a: round(lp, 4) for a, lp in g.review.items()} if g.review else None, **who))
         return votes
 
     def verdict(self, question: str, truncated: bool, route: RouteChoice, context: Context, votes: list[Vote],
                 timings: dict[str, float]) -> Verdict:
         t0 = time.perf_counter()
         if votes:
-            agg = aggregate(votes, passages=context.texts, config=self.config.aggregator)
+            agg = aggregate(votes, passages=context.texts, config=self.config.aggregator, calibrator=self.calibrator)
         else:
             agg = Aggregate(answer=None, abstained=True, reason="no_votes", agreement=0.0, grounding=None,
                             confidence=1.0, clusters=[], votes=[], missing=[],
@@ -200,7 +217,7 @@ class Council:
         reason = "no_route" if route.fallback and not votes else agg.reason
         citations = [] if agg.abstained else self._citations(agg.answer, context)
         timings["aggregate"] = time.perf_counter() - t0
-        timings["total"] = sum(timings.values())
+        timings["total"] = sum(s for k, s in timings.items() if k != "review")  # review is inside generate
         return Verdict(question=question, answer=agg.answer, abstained=agg.abstained, reason=reason,
                        agreement=agg.agreement, confidence=agg.confidence, grounding=agg.grounding,
                        votes=votes, citations=citations, context=context.ids, route=route,
@@ -233,12 +250,11 @@ class Council:
         rows = [(i, req) for i, reqs in enumerate(per_question) for req in reqs]
         generations = [None] * len(rows)
         t_generate = [0.0] * len(checked)
-        step = self.config.max_batch_rows
-        for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
+        for start, end in _chunks([len(reqs) for reqs in per_question], self.config.max_batch_rows):
+            chunk = rows[start:end]
             t1 = time.perf_counter()
             outs = self.host.generate([req for _, req in chunk], max_new_tokens=self.config.max_new_tokens,
-                                      answer_only=True)
+                                      answer_only=True, review=self.config.peer_review)
             elapsed = time.perf_counter() - t1
             for j, ((i, _), g) in enumerate(zip(chunk, outs)):
                 generations[start + j] = g
@@ -249,6 +265,9 @@ class Council:
             votes = self.votes(route, per_question[i], generations[at:at + n])
             at += n
             timings = {"route": t_route, "retrieve": t_retrieve[i], "generate": t_generate[i]}
+            if self.config.peer_review:  # inside the generate call: its share of that time
+                timings["review"] = max((g.review_seconds for g in generations[at - n:at]
+                                         if not isinstance(g, HostFailure)), default=0.0)
             verdicts.append(self.verdict(q, truncated, route, context, votes, timings))
         return verdicts
 

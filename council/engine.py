@@ -83,6 +83,10 @@ class Generation:
     # log P(the abstention's first token) at the answer's first step, before any suppression: the row's
     # no-answer score, for deciding abstention apart from the answer (see `generate(answer_only=True)`)
     abstain_logprob: float | None = None
+    # peer review (`generate(review=True)`): the mean token log-prob, end of turn included, that this row's
+    # adapter gives each distinct answer of the rows sharing its prompt and the abstention; and its cost
+    review: dict[str, float] | None = None
+    review_seconds: float = 0.0
     new_tokens: int = field(init=False)
 
     def __post_init__(self):
@@ -266,13 +270,14 @@ class Engine:
     @_serialised
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], *, max_new_tokens: int = 64, temperature: float = 0.0,
-                 seed: int | None = None, answer_only: bool = False) -> list[Generation]:
+                 seed: int | None = None, answer_only: bool = False, review: bool = False) -> list[Generation]:
         """Answer every request in one batched generation, each row with its own adapter.
 
         Greedy when temperature is 0. A request's own `max_new_tokens` (at most the call's) cuts its row.
         `answer_only` bans the abstention's first token at the first step, so every row gives its best answer;
         each row's `abstain_logprob` still scores the abstention, and a threshold on it decides (as extractive
-        SQuAD 2.0 readers compare a no-answer score with the best span's).
+        SQuAD 2.0 readers compare a no-answer score with the best span's). `review` then has every row score the
+        answers of the rows with its prompt (`Generation.review`), from the generation's own KV cache.
         """
         if not requests:
             return []
@@ -310,7 +315,76 @@ class Engine:
             kwargs[_cache_kwarg()] = self._shared_prefill(batch, kwargs["adapter_names"])
         out = self.model.generate(**batch, **kwargs)
         seconds = time.perf_counter() - t0
-        return self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
+        results = self._unbatch(requests, out, batch["input_ids"].shape[1], prompt_lens, limits, seconds)
+        if review:
+            self._review(requests, results, batch, getattr(out, _cache_kwarg()), steps=len(out.logits))
+        return results
+
+    def _review(self, requests: Sequence[Request], results: list[Generation], batch, cache, *, steps: int) -> None:
+        """Peer review: each row scores every distinct answer of the rows sharing its prompt, and the abstention,
+        under its own adapter. The prompt's keys and values are the generation's, cut back to the prompt, so a
+        (row, answer) pair costs its few answer tokens, not another prefill of the context. A sliding-window
+        cache that the generation overflowed cannot be cut back: those pairs are scored from scratch."""
+        t0 = time.perf_counter()
+        width = batch["input_ids"].shape[1]
+        prompts = [tuple(row) for row in batch["input_ids"].tolist()]
+        candidates: dict[tuple, list[str]] = {}
+        for prompt, g in zip(prompts, results):
+            group = candidates.setdefault(prompt, [ABSTAIN_ANSWER])
+            if g.text and g.text not in group:
+                group.append(g.text)
+        pairs = [(i, c) for i, prompt in enumerate(prompts) for c in candidates[prompt]]
+        window = getattr(self.base.model.config, "sliding_window", None)
+        sliding = "sliding_attention" in (getattr(self.base.model.config, "layer_types", None) or ())
+        if cache is None or (sliding and window and width - 1 + steps >= window):
+            scores = self.loglikelihood([requests[i] for i, _ in pairs], [c for _, c in pairs])
+        else:
+            scores = self._review_from_cache(pairs, batch, cache, [r.adapter or BASE for r in requests])
+        seconds = time.perf_counter() - t0
+        for g in results:
+            g.review, g.review_seconds = {}, seconds
+        for (i, c), lp in zip(pairs, scores):
+            results[i].review[c] = sum(lp) / len(lp)
+
+    def _review_from_cache(self, pairs: list[tuple[int, str]], batch, cache, adapter_names: list[str]):
+        width = batch["input_ids"].shape[1]
+        cache.crop(-(cache.get_seq_length() - (width - 1)))  # the prompt but its last token, fed again below
+        rows = torch.tensor([i for i, _ in pairs])
+        replies = [self._reply_ids(c) for _, c in pairs]
+        n = 1 + max(map(len, replies))
+        pad = self.tokenizer.pad_token_id
+        last = batch["input_ids"][rows, -1].tolist()
+        ids = torch.tensor([[t, *r, *[pad] * (n - 1 - len(r))] for t, r in zip(last, replies)])
+        new_mask = torch.tensor([[1] * (1 + len(r)) + [0] * (n - 1 - len(r)) for r in replies])
+        mask = torch.cat([batch["attention_mask"][rows, :-1], new_mask], dim=1)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -n:]
+        cache.batch_select_indices(rows)
+        routing = (self.model._enable_peft_forward_hooks(adapter_names=[adapter_names[i] for i, _ in pairs])
+                   if self._adapters else contextlib.nullcontext())
+        with routing:
+            hidden = self.base.model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                                   use_cache=True, **{_cache_kwarg(): cache}).last_hidden_state
+        return self._reply_logprobs(hidden, [0] * len(pairs), replies)
+
+    def _reply_ids(self, answer: str) -> list[int]:
+        """The tokens of `answer` as a reply, then the end of turn."""
+        text = reply_text(self.tokenizer, answer)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    def _reply_logprobs(self, hidden: torch.Tensor, starts: Sequence[int],
+                        replies: Sequence[list[int]]) -> list[list[float]]:
+        """Per row i: the log-prob of each token of replies[i], read where hidden[i, starts[i] + j] predicts
+        token j. The end of the turn is what ends a generated row: eos, or for a plain-template model eos or a
+        line end, so its log-prob is that of any of those tokens (their log-sum-exp). The head runs only there."""
+        head = self.base.model.get_output_embeddings()
+        cap = getattr(self.base.model.config, "final_logit_softcapping", None)  # Gemma 2 applies it to logits
+        out = []
+        for i, (start, reply) in enumerate(zip(starts, replies)):
+            logits = head(hidden[i, start:start + len(reply)]).float()
+            logp = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(-1)
+            tokens = logp[:-1].gather(-1, torch.tensor(reply[:-1])[:, None]).squeeze(-1)
+            out.append([*tokens.tolist(), logp[-1, self._stop_ids].logsumexp(-1).item()])
+        return out
 
     def _shared_prefill(self, batch, adapter_names: list[str]):
         """Prefill each prompt once for as many layers as its rows agree on, or None when no rows share.
@@ -395,17 +469,14 @@ class Engine:
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[Request], continuations: Sequence[str]) -> list[list[float]]:
         """The log-prob of each token of each continuation, end-of-turn included, as the reply to its request,
-        each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice).
-
-        The end of the turn is what ends a generated row: eos, or for a plain-template model eos or a line end,
-        so its log-prob is that of any of those tokens (their log-sum-exp)."""
+        each row with its own adapter: for choosing among options (yes/no/maybe, multiple choice)."""
         if len(requests) != len(continuations):
             raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
         for adapter in {r.adapter for r in requests} - {None}:
             self._require_adapter(adapter)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompts = [encode(self._render(i, r)) for i, r in enumerate(requests)]
-        replies = [encode(reply_text(self.tokenizer, c)) + [self.tokenizer.eos_token_id] for c in continuations]
+        replies = [self._reply_ids(c) for c in continuations]
         rows = [p + c for p, c in zip(prompts, replies)]
         width = max(map(len, rows), default=0)
         if width > self.base.max_positions:
@@ -418,16 +489,7 @@ class Engine:
                    if self._adapters else contextlib.nullcontext())
         with routing:
             hidden = self.base.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        head = self.base.model.get_output_embeddings()
-        cap = getattr(self.base.model.config, "final_logit_softcapping", None)  # Gemma 2 applies it to logits
-        out = []
-        for i, (p, c) in enumerate(zip(prompts, replies)):
-            logits = head(hidden[i, len(p) - 1:len(p) + len(c) - 1]).float()  # the head only where needed
-            logp = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(-1)
-            tokens = logp[:-1].gather(-1, torch.tensor(c[:-1])[:, None]).squeeze(-1)
-            end = logp[-1, self._stop_ids].logsumexp(-1)
-            out.append([*tokens.tolist(), end.item()])
-        return out
+        return self._reply_logprobs(hidden, [len(p) - 1 for p in prompts], replies)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone, as this model counts them (for packing contexts into a budget)."""

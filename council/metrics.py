@@ -10,6 +10,7 @@ Shared by specialist evaluation, the aggregator and the benchmarks, so that "the
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -200,11 +201,35 @@ def calibration_error(confidences: Sequence[float], correct: Sequence[bool], *, 
         raise ValueError(f"{len(confidences)} confidences but {len(correct)} correctness flags")
     if not confidences:
         return 0.0
-    total = 0.0
+    return sum(abs(b["confidence"] - b["accuracy"]) * b["n"]
+               for b in reliability_bins(confidences, correct, bins=bins)) / len(confidences)
+
+
+def risk_at_coverage(scores: Sequence[float], errors: Sequence[bool], coverage: float) -> float | None:
+    """The risk (share of errors) among the `coverage` share of questions answered first by falling score;
+    None when the curve has no point at or beyond that coverage."""
+    points = risk_coverage(scores, errors)
+    return next((r for c, r in zip(*points) if c >= coverage - 1e-9), None)
+
+
+def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % (z = 1.96) Wilson score interval of a rate successes / n; (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def reliability_bins(confidences: Sequence[float], correct: Sequence[bool], *, bins: int = 10) -> list[dict]:
+    """Per equal-width confidence bin with predictions in it: its mean confidence, accuracy and count (the
+    points of a reliability diagram; `calibration_error` is their weighted gap)."""
+    out = []
     for b in range(bins):
         idx = [i for i, c in enumerate(confidences)
                if b / bins <= c < (b + 1) / bins or (b == bins - 1 and c == 1.0)]
         if idx:
-            gap = sum(confidences[i] for i in idx) / len(idx) - sum(bool(correct[i]) for i in idx) / len(idx)
-            total += abs(gap) * len(idx)
-    return total / len(confidences)
+            out.append({"confidence": sum(confidences[i] for i in idx) / len(idx),
+                        "accuracy": sum(bool(correct[i]) for i in idx) / len(idx), "n": len(idx)})
+    return out

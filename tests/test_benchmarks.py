@@ -27,22 +27,29 @@ def test_performance_quick_writes_its_ratios(tmp_path):
 
 @pytest.mark.slow
 def test_hallucination_quick_scores_every_system(tmp_path):
-    from benchmarks.hallucination import main
+    from benchmarks.hallucination import main, read_kept
 
     out = tmp_path / "h.json"
-    assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
+    argv = ["--quick", "--suites", "unseen", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]
+    assert main(argv) == 0
     figures = json.loads(out.read_text())
-    assert figures["suites"]["squad"]["n_unanswerable"] >= 1  # the quick SQuAD questions include one
-    for system in ("best_single_rag", "self_consistency", "council_k3"):
-        m = figures["systems"][system]
-        assert 0 <= m["f1"] <= 100 and 0 <= m["aurc"] <= 1 and 0 <= m["hallucination_rate_unanswerable"] <= 1
-    assert (tmp_path / "risk_coverage.png").stat().st_size > 1000
-    assert set(figures["suites"]) == {"squad", "truthfulqa"}
-    # every ballot was kept: a second run answers nothing again and scores the same
+    assert set(figures["suites"]) == {"unseen", "truthfulqa"}
+    systems = figures["suites"]["unseen"]["systems"]
+    for name in ("council", "council_k1", "best_single", "self_consistency"):
+        m = systems[name]
+        assert {"exact", "f1", "total"} <= set(m["official"]) and 0 <= m["aurc"] <= 1
+        assert 0 <= m["unanswerable_answered"]["ci95"][0] <= m["unanswerable_answered"]["ci95"][1] <= 1
+    assert systems["council"]["latency_s"] > 0
+    for kind in ("risk_coverage", "reliability"):
+        assert (tmp_path / f"{kind}.png").stat().st_size > 1000
+    # the council system is what the Council said: re-aggregating its kept votes gives the stored verdict
+    ballots = [b for b in read_kept(tmp_path / "ballots-quick.jsonl").values() if b["suite"] == "unseen"]
+    assert ballots and all(b["council"]["votes"] and len(b["panel"]["votes"]) >= 7 for b in ballots)
+    # every verdict was kept: a second run asks nothing again and scores the same
     lines = (tmp_path / "ballots-quick.jsonl").read_text().splitlines()
-    assert main(["--quick", "--suites", "squad", "truthfulqa", "--out", str(tmp_path), "--json", str(out)]) == 0
+    assert main(argv) == 0
     assert (tmp_path / "ballots-quick.jsonl").read_text().splitlines() == lines
-    assert json.loads(out.read_text())["systems"] == figures["systems"]
+    assert json.loads(out.read_text())["suites"] == figures["suites"]
 
 
 def test_halueval_becomes_squad_with_unanswerable_questions_whose_passage_is_gone(tmp_path):
@@ -65,58 +72,35 @@ def test_halueval_becomes_squad_with_unanswerable_questions_whose_passage_is_gon
     assert len(squad_examples(path)) == len(qas)  # the project's own SQuAD reader accepts it
 
 
+def _verdict(votes, answer=None):
+    return {"votes": [v.to_dict() for v in votes], "answer": answer, "timings": {"total": 1.5}}
+
+
 def _ballot(golds, answers, passages=("The Normans conquered England in 1066.",)):
-    rows = {"base_closed_book": ["In 1070.", -0.2], "base_rag": ["1066", -0.1]}
-    rows.update({name: [text, -0.1] for name, text in answers.items()})
-    return {"id": str(len(answers)), "suite": "squad", "kind": "squad", "golds": list(golds), "options": [],
-            "route": {name: 1.0 - 0.1 * i for i, name in enumerate(answers)}, "passages": list(passages),
-            "rows": rows, "samples": [[text, -0.1] for text in answers.values()], "samples_of": "a"}
+    from council.aggregator import Vote
+
+    votes = [Vote(name, text, route_score=1.0 - 0.1 * i, mean_logprob=-0.1) for i, (name, text) in
+             enumerate(answers.items())]
+    return {"id": str(len(answers)), "suite": "unseen", "question": "When?", "golds": list(golds),
+            "passages": list(passages), "council": _verdict(votes), "panel": _verdict(votes),
+            "samples": [[text, -0.1] for text in answers.values()], "samples_of": "a"}
 
 
 def test_hallucination_systems_and_metrics_on_hand_made_ballots():
-    from benchmarks.hallucination import metrics, systems
+    from benchmarks.hallucination import metrics, score_suite, text_systems
+    from council.aggregator import AggregatorConfig
 
-    voters = {"a": 1.0, "b": 1.0, "c": 1.0}
     ballots = [_ballot(["1066"], {"a": "1066", "b": "in 1066", "c": "1066"}),  # all agree, grounded
-               _ballot([], {"a": "1067", "b": "William", "c": "I don't know."})]  # unanswerable, split
-    out = systems(ballots, voters, "a", fitted={})
-    council = out["council_k3"]
-    assert council[0].answer in ("1066", "in 1066") and council[1].answer is None
-    scored = metrics(council, ballots)
-    assert scored["f1"] == 100.0 and scored["hallucination_rate_unanswerable"] == 0.0
-    assert scored["abstention_rate"] == 0.5 and scored["selective_accuracy"] == 1.0
-    single = metrics(out["best_single_rag"], ballots)  # "a" answers the unanswerable one: a hallucination
-    assert single["hallucination_rate_unanswerable"] == 1.0 and single["selective_accuracy"] == 0.5
-    # the official SQuAD 2.0 score counts the council's abstention on the unanswerable one as right
-    assert scored["official_f1"] == 100.0 and single["official_f1"] == 50.0
-    assert metrics(out["base_closed_book"], ballots)["hallucination_rate_answerable"] == 1.0
-
-
-@pytest.mark.slow
-def test_readers_quick_builds_a_variant_and_reports_the_official_score(tmp_path):
-    from benchmarks.readers import main
-
-    out = tmp_path / "readers.json"
-    assert main(["--quick", "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
-    variant = figures["variants"]["smollm2-third"]
-    assert variant["steps"] == 2 and variant["n"] == 6
-    assert {"f1", "HasAns_total", "NoAns_total"} <= set(variant["greedy_official"])
-    floor = figures["always_abstain"]
-    assert floor["f1"] == pytest.approx(floor["NoAns_total"] / 6 * 100, abs=0.01)
-    assert (tmp_path / "readers.md").read_text().startswith("| variant |")
-
-
-def test_equal_time_steps_come_from_a_probe_and_are_kept_for_a_resumed_run(tiny_model_dir, tmp_path):
-    from dataclasses import replace
-
-    from benchmarks.readers import steps_for
-    from specialists.catalog import RECIPES
-
-    reader = RECIPES["reader"]
-    recipe = replace(reader, name="tiny", train=replace(reader.train, base_model=str(tiny_model_dir), max_length=512))
-    steps = steps_for(recipe, tmp_path, minutes=0.05, threads=1)
-    kept = json.loads((tmp_path / "tiny.steps.json").read_text())
-    assert kept["steps"] == steps >= 1
-    assert steps == pytest.approx(3 / kept["probe_seconds_per_step"], rel=0.1, abs=1)  # 3 s over s/step
-    assert steps_for(recipe, tmp_path, minutes=100, threads=1) == steps  # measured once, not again
+               _ballot([], {"a": "1066", "b": "I don't know.", "c": "I don't know."})]  # unanswerable
+    out = text_systems(ballots, AggregatorConfig(), None, None)
+    assert {"council", "council_k1", "single:a", "single:b", "single:c", "self_consistency"} <= set(out)
+    assert "council_calibrated" not in out  # no calibrator given
+    council = metrics(out["council"], ballots)
+    assert council["official"]["f1"] == 100.0 and council["unanswerable_answered"]["rate"] == 0.0
+    assert council["latency_s"] == 1.5
+    single = metrics(out["single:a"], ballots)  # "a" answers the unanswerable one: a hallucination
+    assert single["unanswerable_answered"]["rate"] == 1.0 and single["official"]["f1"] == 50.0
+    lo, hi = single["unanswerable_answered"]["ci95"]
+    assert 0 < lo < 1 == hi  # one of one: the interval is wide
+    suite = score_suite(ballots, out)
+    assert suite["best_single"] in ("b", "c") and suite["always_abstain"]["f1"] == 50.0

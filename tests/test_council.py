@@ -11,6 +11,7 @@ from council.config import ConfigError, CouncilConfig
 from council.council import BASE_VOTER, Council, QuestionError, Verdict
 from council.engine import AdapterMismatchError
 from council.hosts import AdapterSpec, Host, HostSpec
+from council.prompts import ABSTAIN_ANSWER
 from specialists.card import SpecialistCard
 from specialists.registry import UnknownSpecialistError
 from tests.conftest import TOPICS, HashEmbedder, make_store
@@ -38,7 +39,11 @@ def test_ask_runs_every_stage_and_shows_its_work(council):
     assert [vote.specialist for vote in v.votes] == v.route.chosen  # one vote per chosen specialist
     assert set(v.route.scores) == set(TOPICS)
     assert v.context and v.context[0] == store_id(council, "normans.txt")
-    assert set(v.timings) == {"route", "retrieve", "generate", "aggregate", "total"}
+    assert set(v.timings) == {"route", "retrieve", "generate", "review", "aggregate", "total"}
+    assert 0 < v.timings["review"] < v.timings["generate"]
+    # peer review: every voter scored every distinct answer on the table and the abstention (the k x m matrix)
+    table = {ABSTAIN_ANSWER} | {x.answer for x in v.votes if x.answer}  # an empty answer is no candidate
+    assert all(table <= set(x.review) for x in v.votes)
     assert v.abstained == (v.answer is None)
     assert all(vote.mean_logprob is not None and vote.reliability == 0.6 for vote in v.votes)
     assert json.loads(v.to_json())["route"]["chosen"] == v.route.chosen
@@ -208,3 +213,12 @@ def test_by_default_a_council_seats_the_specialists_of_its_own_base(tiny_model_d
     assert set(make(tiny_model_dir, root, store).specialists) == {"history", "science"}
     with pytest.raises(ConfigError, match=r"none trained on base_model='smollm2' \(its specialists' bases: "):
         Council(CouncilConfig(base_model="smollm2", catalog=str(tiny_catalog)), store=store, embedder=HashEmbedder())
+
+
+def test_chunks_never_split_a_questions_rows():
+    from council.council import _chunks
+
+    assert _chunks([3, 3, 3, 3, 3], 12) == [(0, 12), (12, 15)]
+    assert _chunks([8, 8, 1], 12) == [(0, 8), (8, 17)]
+    assert _chunks([14, 2], 12) == [(0, 14), (14, 16)]  # one question over the limit stays whole
+    assert _chunks([], 12) == []

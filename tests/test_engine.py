@@ -6,7 +6,7 @@ import torch
 from council import base_model
 from council.engine import (AdapterError, AdapterMismatchError, Engine, PromptTooLongError, Request,
                             check_adapter_name)
-from council.prompts import closed_book_messages, rag_messages
+from council.prompts import ABSTAIN_ANSWER, closed_book_messages, rag_messages
 from tests.conftest import build_tiny_model, make_lora
 
 PROMPTS = ["What is the capital of France?", "Who conquered England?", "What is force?",
@@ -210,3 +210,22 @@ def test_loglikelihood_matches_generation_and_batches_by_adapter(engine):
     assert mixed[0] != pytest.approx(mixed[1], abs=1e-4)  # the adapter changes the likelihood
     with pytest.raises(AdapterError, match="unknown adapter"):
         engine.loglikelihood([Request(request.messages, "nope")], ["x"])
+
+
+def test_peer_review_scores_each_answer_as_loglikelihood_does(engine):
+    """Every row scores the answers of the rows sharing its prompt, and the abstention, from the generation's
+    cache: the same mean log-prob that a full forward of prompt + answer gives, per adapter."""
+    messages = rag_messages("Who conquered England?", ["The Normans conquered England in 1066."])
+    other = rag_messages("What is force?", ["Force equals mass times acceleration."])
+    requests = [Request(messages, a) for a in ("history", "science", "law")] + [Request(other, "law")]
+    rows = engine.generate(requests, max_new_tokens=6, answer_only=True, review=True)
+    plain = engine.generate(requests, max_new_tokens=6, answer_only=True)
+    assert [r.token_ids for r in rows] == [r.token_ids for r in plain]  # reviewing changes no answer
+    asked = {ABSTAIN_ANSWER, *(r.text for r in rows[:3] if r.text)}
+    for request, row in zip(requests[:3], rows[:3]):
+        assert set(row.review) == asked  # the last row's answer, to another prompt, is not among them
+        for answer, score in row.review.items():
+            lp = engine.loglikelihood([request], [answer])[0]
+            assert score == pytest.approx(sum(lp) / len(lp), abs=1e-4)
+    assert set(rows[3].review) == {ABSTAIN_ANSWER, rows[3].text} - {""}
+    assert rows[0].review_seconds > 0 and plain[0].review is None

@@ -10,7 +10,7 @@ import torch
 from council import base_model
 from council.base_model import GEMMA_MODEL, ModelNotFoundError
 from council.engine import Engine, Request
-from council.prompts import PLAIN_TEMPLATE, RAG_SYSTEM, closed_book_messages, rag_messages, render
+from council.prompts import ABSTAIN_ANSWER, PLAIN_TEMPLATE, RAG_SYSTEM, closed_book_messages, rag_messages, render
 from tests.conftest import build_tiny_gemma, make_lora
 
 QUESTIONS = ["Who conquered England?", "What is the capital of France?", "What is force?"]
@@ -220,3 +220,20 @@ def test_real_gemma_answers_from_the_context():
                                               ["Quellbrook was founded by Mira Tallow in 1352."]))],
                         max_new_tokens=12)[0]
     assert g.text == "Mira Tallow" and g.finished  # a short answer, stopped at the end of its line
+
+
+@pytest.mark.parametrize("question", [0, 1], ids=["cache", "window overflowed"])
+def test_peer_review_on_the_trunk_equals_loglikelihood(gemma, question, monkeypatch):
+    """Top-layer adapters share the trunk; the review continues from the cache, unless decoding overflowed the
+    sliding window (the long prompt of PASSAGES), where it scores from scratch: the same figures either way."""
+    ctx = rag_messages(QUESTIONS[0], PASSAGES if question else PASSAGES[:1])
+    requests = [Request(ctx, a) for a in ("top_a", "top_b", None)]
+    from_cache, real = [], gemma._review_from_cache
+    monkeypatch.setattr(gemma, "_review_from_cache", lambda *a: from_cache.append(1) or real(*a))
+    rows = gemma.generate(requests, max_new_tokens=12, answer_only=True, review=True)
+    assert len(from_cache) == (0 if question else 1)
+    for request, row in zip(requests, rows):
+        assert ABSTAIN_ANSWER in row.review and len(row.review) >= 2
+        for answer, score in row.review.items():
+            lp = gemma.loglikelihood([request], [answer])[0]
+            assert score == pytest.approx(sum(lp) / len(lp), abs=1e-4)
