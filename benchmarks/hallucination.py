@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import hashlib
 import json
 import math
 import random
@@ -179,21 +180,32 @@ def read_kept(path: Path) -> dict[str, dict]:
     return kept
 
 
+def council_key(council) -> str:
+    """What a kept council verdict was asked under: a change of the default config re-asks the council."""
+    return hashlib.sha1(json.dumps(council.config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def text_ballots(items: list[Item], council, panel, kept: dict, path: Path, *, label: str, batch: int = 4):
-    """Ask every item not yet kept of the council and of the panel (ask_many, `batch` questions a call)."""
+    """Ask every item not yet kept of the council and of the panel (ask_many, `batch` questions a call); an
+    item kept under another council config is asked of the council again, its panel verdict kept."""
     from tqdm.auto import tqdm
 
     texts = {p.id: p.text for p in council.store.passages}
-    todo = [i for i in items if _key(i) not in kept]
+    key = council_key(council)
+    todo = [i for i in items if kept.get(_key(i), {}).get("council_key") != key]
     with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=f"{label}: asking", unit="q",
                                                      file=sys.stderr, disable=not todo) as bar:
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            questions = [i.question for i in chunk]
-            verdicts, seats = council.ask_many(questions), panel.ask_many(questions)
-            for item, v, p in zip(chunk, verdicts, seats):
+            verdicts = council.ask_many([i.question for i in chunk])
+            fresh = [i for i in chunk if "panel" not in kept.get(_key(i), {})]
+            seats = dict(zip(map(_key, fresh), panel.ask_many([i.question for i in fresh]) if fresh else []))
+            for item, v in zip(chunk, verdicts):
+                old = kept.get(_key(item), {})
                 b = {"id": item.id, "suite": item.suite, "question": item.question, "golds": list(item.golds),
-                     "passages": [texts[i] for i in v.context], "council": v.to_dict(), "panel": p.to_dict()}
+                     "passages": [texts[i] for i in v.context], "council": v.to_dict(), "council_key": key,
+                     "panel": seats[_key(item)].to_dict() if _key(item) in seats else old["panel"],
+                     **{k: old[k] for k in ("samples", "samples_of") if k in old}}
                 kept[_key(item)] = b
                 f.write(json.dumps(b, ensure_ascii=False) + "\n")
             f.flush()

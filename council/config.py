@@ -42,6 +42,9 @@ class CouncilConfig:
     base_model: str = GEMMA_MODEL
     catalog: str | None = None  # folder of specialist folders; None = the catalog shipped in the package
     specialists: list[str] | None = None  # who sits on the council; None = every routable catalog specialist
+    # who fills the seats the router leaves to min_k (router.top_up="reserve"), in order; None = the catalog's
+    # general readers on this base (cards of domain "reading"), [] = nobody: a council of those that fit
+    reserve: list[str] | None = None
     store: str | None = None  # a saved document store folder; None = the demo store (built on first use)
     # Budget of the shared context in the prompt: about one SQuAD paragraph, the shape the specialists were
     # trained on. On 30 validation questions, 640 tokens (3-4 passages) cut their answerable F1 by a third to a
@@ -60,7 +63,7 @@ class CouncilConfig:
     # a calibrator JSON (council/calibrator.py): answer or abstain by the calibrated probability of being right;
     # None: the aggregator's thresholds decide
     calibrator: str | None = None
-    # a council of 3 whenever one specialist fits: the others read the same context and check its answer
+    # a council of 3 whenever one specialist fits: the general reader reads the same context and checks its answer
     router: RouterConfig = field(default_factory=lambda: RouterConfig(min_k=3, max_k=3))
     aggregator: AggregatorConfig = FITTED_AGGREGATOR
     hosts: HostsConfig = field(default_factory=HostsConfig)  # in-process or Ray actors, placement, deadline

@@ -30,6 +30,7 @@ from council.retrieval import Context, pack
 from council.router import Profile, RouteChoice, Router
 
 BASE_VOTER = "base"  # the name of the base model's vote when no specialist fits and fallback is "base"
+READING_DOMAIN = "reading"  # the card domain of general readers: the council's reserve by default
 
 
 class QuestionError(ValueError):
@@ -129,9 +130,13 @@ class Council:
             raise ConfigError(f"catalog={str(catalog_dir)!r}: no such folder of specialists")
         catalog = load_catalog(catalog_dir)
         # by default the routable specialists trained on this council's base (one base per council for now)
+        on_base = lambda s: same_base(s.card.base_model.get("name", ""), config.base_model)  # noqa: E731
         names = config.specialists or [n for n, s in catalog.items() if s.card.routing.get("routable", True)
-                                       and same_base(s.card.base_model.get("name", ""), config.base_model)]
-        self.specialists = {n: get(catalog, n) for n in names}
+                                       and on_base(s)]
+        reserve = config.reserve if config.reserve is not None else [
+            n for n, s in catalog.items() if s.card.domain == READING_DOMAIN and on_base(s) and n not in names]
+        self.reserve = [n for n in reserve if n not in names]  # a routed specialist sits by its score
+        self.specialists = {n: get(catalog, n) for n in [*names, *self.reserve]}
         if not self.specialists:
             bases = sorted({str(s.card.base_model.get("name")) for s in catalog.values()})
             raise ConfigError(f"no specialists to seat: the catalog {catalog_dir} holds none" + (
@@ -139,7 +144,8 @@ class Council:
                 "choose one of those bases or name the specialists" if catalog else ""))
         self.calibrator = Calibrator.load(config.calibrator) if config.calibrator else None
         self.router = Router([Profile(n, s.card.description, list(s.card.routing.get("examples", [])))
-                              for n, s in self.specialists.items()], config=config.router, embedder=embedder)
+                              for n, s in self.specialists.items() if n not in self.reserve],
+                             config=config.router, embedder=embedder, reserve=self.reserve)
         self.store = store if store is not None else self._open_store()
         self._owns_host = host is None
         self.host = HostGroup.of(host) if isinstance(host, Host) else host or HostGroup.start(HostSpec(
@@ -191,7 +197,9 @@ class Council:
         votes = []
         for r, g in zip(requests, generations):
             card = self.specialists[r.adapter].card if r.adapter else None
-            who = dict(specialist=r.adapter or BASE_VOTER, route_score=max(route.scores.get(r.adapter, 1.0), 0.0),
+            # the base model stands in for every profile; a reserve seat was not routed
+            score = route.scores.get(r.adapter, 0.0) if r.adapter else 1.0
+            who = dict(specialist=r.adapter or BASE_VOTER, route_score=max(score, 0.0),
                        reliability=card.reliability if card else 0.5)
             if isinstance(g, HostFailure):
                 votes.append(Vote(answer="", error=g.error, **who))

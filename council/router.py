@@ -2,18 +2,26 @@
 
     Profile (name, description, example questions) ──► embedded once: example rows + a centroid per profile
     question ──► embed ──► score per profile = w * mean(top-m example cosines) + (1 - w) * centroid cosine
-             ──► profiles at or above their threshold, best first, between min_k and max_k ──► RouteChoice
+             ──► profiles at or above their threshold, best first, at most max_k
+             ──► seats left to min_k: the reserve (general readers), never a profile on a score below its
+                 threshold ──► RouteChoice
 
 Nearest examples catch a question close to a few typical ones (a named entity, a phrasing); the centroid
 catches the domain as a whole and is harder to fool by one stray example. Thresholds are data: one per
 specialist with a global fallback, fitted on labelled validation questions that include out-of-scope ones.
 "Nothing fits" is a RouteChoice with no specialists and a reason, never an exception.
+
+Who sits: a specialist whose score is below its threshold is noise for this question (asked where Normandy
+is, history, then two closed-book specialists that answered with invented names), so it does not vote. When
+fewer than min_k pass, the seats left go to the reserve: specialists that read any context and are never
+routed (the catalog's general reader). `top_up="next_best"` restores filling with the next best scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
@@ -45,8 +53,10 @@ class RouterConfig:
 
     threshold: float = 0.35  # global fallback: a specialist needs at least this score to be chosen
     thresholds: dict[str, float] = field(default_factory=dict)  # per specialist, overriding the global one
-    min_k: int = 1  # when at least one passes, add the next best up to min_k (for a second opinion)
+    min_k: int = 1  # when at least one passes, seat others up to min_k (for a second opinion)
     max_k: int = 3
+    # who fills the seats left to min_k: the reserve (general readers), or the next best scores whatever they are
+    top_up: Literal["reserve", "next_best"] = "reserve"
     top_m: int = 1  # nearest examples averaged; 1 (the max) beat 3 and 10 on benchmarks/routing.py validation
     example_weight: float = 0.5  # share of the nearest-example score (1 - share for the centroid)
 
@@ -59,6 +69,8 @@ class RouterConfig:
                              "(a council seats min_k=3 by default: set both)")
         if self.top_m < 1:
             raise ValueError(f"router.top_m={self.top_m!r}: must be at least 1 (1 = the nearest example only)")
+        if self.top_up not in ("reserve", "next_best"):
+            raise ValueError(f"router.top_up={self.top_up!r}: must be 'reserve' or 'next_best'")
         if not 0.0 <= self.example_weight <= 1.0:
             raise ValueError(f"router.example_weight={self.example_weight!r}: must be between 0 and 1")
 
@@ -78,10 +90,11 @@ class RouteChoice:
     """The specialists chosen for one question, every profile's score, and why nothing was chosen if so."""
 
     question: str
-    chosen: list[str]  # best first; empty = nothing fits
+    chosen: list[str]  # best first, the reserve seated last; empty = nothing fits
     scores: dict[str, float]  # every profile, best first
     thresholds: dict[str, float]  # the threshold each profile was held to
     reason: str | None = None  # set when nothing fits
+    reserve: list[str] = field(default_factory=list)  # the chosen that sit as reserve, not by their score
 
     @property
     def fallback(self) -> bool:
@@ -122,12 +135,18 @@ class Router:
         *,
         config: RouterConfig | None = None,
         embedder: TextEncoder | None = None,
+        reserve: Sequence[str] = (),
     ) -> None:
+        """`reserve`: specialists without a profile that fill the seats left to min_k, in this order."""
         if not profiles:
             raise ValueError("a router needs at least one profile")
         self.names = [p.name for p in profiles]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"duplicate profile names in {self.names}: every specialist needs its own name")
+        self.reserve = list(reserve)
+        if set(self.reserve) & set(self.names) or len(set(self.reserve)) != len(self.reserve):
+            raise ValueError(f"reserve {self.reserve} repeats a name or names a routed profile {self.names}: "
+                             "a reserve specialist is seated only when the routed ones leave seats")
         self.profiles = list(profiles)
         self.embedder = embedder if embedder is not None else get_embedder()
         self.config = config or RouterConfig()
@@ -181,9 +200,11 @@ class Router:
 
     def _choose(self, question: str, row: np.ndarray) -> RouteChoice:
         limits = self._threshold_vector()
-        chosen = _select(row[None, :], limits, self.config.min_k, self.config.max_k)[0]
+        cfg = self.config
+        chosen = _select(row[None, :], limits, cfg.min_k, cfg.max_k, next_best=cfg.top_up == "next_best")[0]
         order = np.argsort(-row, kind="stable")
         best = int(order[0])
+        reserve = self.reserve[:max(cfg.min_k - len(chosen), 0)] if chosen else []
         reason = None
         if not chosen:
             reason = (
@@ -192,10 +213,11 @@ class Router:
             )
         return RouteChoice(
             question=question,
-            chosen=[self.names[i] for i in chosen],
+            chosen=[self.names[i] for i in chosen] + reserve,
             scores={self.names[i]: round(float(row[i]), 4) for i in order},
             thresholds={n: float(t) for n, t in zip(self.names, limits)},
             reason=reason,
+            reserve=reserve,
         )
 
     def _threshold_vector(self) -> np.ndarray:
@@ -217,14 +239,14 @@ class Router:
         scores = self.score_matrix(questions)  # (Q, P)
         target = np.array([self.names.index(lb) if lb is not None else -1 for lb in labels])
         limits = self._threshold_vector()
-        before = _accuracy(scores, target, limits, self.config.min_k, self.config.max_k)
+        before = self._accuracy(scores, target, limits)
         limits[:] = self._best_threshold(scores, target, limits, None)
         for _ in range(rounds):
             for p in range(len(self.names)):
                 limits[p] = self._best_threshold(scores, target, limits, p)
         thresholds = {n: round(float(t), 4) for n, t in zip(self.names, limits)}
         self.config = replace(self.config, thresholds=thresholds)
-        after = _accuracy(scores, target, self._threshold_vector(), self.config.min_k, self.config.max_k)
+        after = self._accuracy(scores, target, self._threshold_vector())
         return FitReport(thresholds, before, after, len(questions))
 
     def _best_threshold(self, scores: np.ndarray, target: np.ndarray, limits: np.ndarray, p: int | None) -> float:
@@ -236,28 +258,33 @@ class Router:
         trial = limits.copy()
         for i, c in enumerate(cands):
             trial[slice(None) if p is None else p] = c
-            accs[i] = _accuracy(scores, target, trial, self.config.min_k, self.config.max_k)
+            accs[i] = self._accuracy(scores, target, trial)
         best = np.flatnonzero(accs == accs.max())
         # The best candidates may form several runs; take the widest run (in score units) and its middle.
         runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
         run = max(runs, key=lambda r: cands[r[-1]] - cands[r[0]])
         return float((cands[run[0]] + cands[run[-1]]) / 2)
 
+    def _accuracy(self, scores: np.ndarray, target: np.ndarray, limits: np.ndarray) -> float:
+        cfg = self.config
+        return _accuracy(scores, target, limits, cfg.min_k, cfg.max_k, next_best=cfg.top_up == "next_best")
 
-def _select(scores: np.ndarray, limits: np.ndarray, min_k: int, max_k: int) -> list[list[int]]:
+
+def _select(scores: np.ndarray, limits: np.ndarray, min_k: int, max_k: int, *, next_best: bool) -> list[list[int]]:
     """Chosen profile indices per row: those at or above their limit, best first, at most max_k; when any
-    passes, topped up with the next best to min_k."""
+    passes and `next_best`, topped up with the next best to min_k."""
     out = []
     for row in scores:
         order = np.argsort(-row, kind="stable")
         passing = [int(i) for i in order if row[i] >= limits[i]][:max_k]
-        if passing and len(passing) < min_k:
+        if next_best and passing and len(passing) < min_k:
             passing += [int(i) for i in order if int(i) not in passing][: min_k - len(passing)]
         out.append(passing)
     return out
 
 
-def _accuracy(scores: np.ndarray, target: np.ndarray, limits: np.ndarray, min_k: int, max_k: int) -> float:
+def _accuracy(scores: np.ndarray, target: np.ndarray, limits: np.ndarray, min_k: int, max_k: int, *,
+              next_best: bool) -> float:
     """Share routed right: the labelled specialist among the chosen, or nothing chosen for out of scope (-1).
 
     The same decision as `_select`, vectorised over questions, because `fit` calls it thousands of times
@@ -270,6 +297,6 @@ def _accuracy(scores: np.ndarray, target: np.ndarray, limits: np.ndarray, min_k:
     above = rank < rank[rows, t][:, None]  # profiles ranked above the target
     t_passes = passing[rows, t]
     kept = t_passes & ((passing & above).sum(axis=1) < max_k)
-    topped_up = ~t_passes & (n_pass >= 1) & ((~passing & above).sum(axis=1) < min_k - n_pass)
+    topped_up = next_best & ~t_passes & (n_pass >= 1) & ((~passing & above).sum(axis=1) < min_k - n_pass)
     right = np.where(target >= 0, kept | topped_up, n_pass == 0)
     return float(right.mean())

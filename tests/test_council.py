@@ -215,6 +215,28 @@ def test_by_default_a_council_seats_the_specialists_of_its_own_base(tiny_model_d
         Council(CouncilConfig(base_model="smollm2", catalog=str(tiny_catalog)), store=store, embedder=HashEmbedder())
 
 
+def test_a_general_reader_fills_the_seats_that_no_routed_specialist_earns(tiny_model_dir, tiny_catalog, store,
+                                                                          tmp_path):
+    import shutil
+
+    root = tmp_path / "with_reader"
+    shutil.copytree(tiny_catalog, root)
+    card = SpecialistCard.load(root / "law")  # law's adapter, carded as the catalog's general reader
+    card.domain, card.routing = "reading", {"routable": False}
+    card.save(root / "law")
+    question = "When did the Normans conquer England?"
+    c = make(tiny_model_dir, root, store, router={"threshold": 0.2, "min_k": 3, "max_k": 3})
+    assert c.reserve == ["law"] and set(c.router.names) == {"history", "science"}
+    v = c.ask(question)
+    passing = [n for n, s in v.route.scores.items() if s >= 0.2]
+    assert v.route.chosen == passing + ["law"] and v.route.reserve == ["law"]  # no noise score sits
+    assert [x.specialist for x in v.votes] == v.route.chosen and v.votes[-1].route_score == 0.0
+    alone = make(tiny_model_dir, root, store, reserve=[], router={"threshold": 0.2, "min_k": 3, "max_k": 3})
+    assert alone.reserve == [] and alone.ask(question).route.chosen == passing
+    with pytest.raises(Exception, match="nobody"):
+        make(tiny_model_dir, root, store, reserve=["nobody"])
+
+
 def test_chunks_never_split_a_questions_rows():
     from council.council import _chunks
 

@@ -52,10 +52,28 @@ def test_nothing_fits_is_a_value_with_a_reason(router):
 def test_max_k_caps_and_min_k_tops_up_only_when_something_passes():
     everything = Router(PROFILES, config=RouterConfig(threshold=-1.0, max_k=2), embedder=HashEmbedder())
     assert len(everything.route("oil crisis").chosen) == 2
-    second_opinion = Router(PROFILES, config=RouterConfig(threshold=0.3, min_k=2), embedder=HashEmbedder())
+    second_opinion = Router(PROFILES, config=RouterConfig(threshold=0.3, min_k=2, top_up="next_best"),
+                            embedder=HashEmbedder())
     choice = second_opinion.route("What caused the 1973 oil crisis?")
-    assert choice.chosen[0] == "economics" and len(choice.chosen) == 2
+    assert choice.chosen[0] == "economics" and len(choice.chosen) == 2 and choice.reserve == []
     assert second_opinion.route("Where can I buy cheap sunglasses?").chosen == []
+
+
+def test_seats_left_to_min_k_go_to_the_reserve_never_to_a_score_below_its_threshold():
+    question = "What caused the 1973 oil crisis?"
+    alone = Router(PROFILES, config=RouterConfig(threshold=0.3, min_k=3), embedder=HashEmbedder())
+    passing = alone.route(question).chosen
+    assert passing and len(passing) < 3  # the others score below the threshold: they do not sit
+    seated = Router(PROFILES, config=RouterConfig(threshold=0.3, min_k=3), embedder=HashEmbedder(),
+                    reserve=["reader", "second_reader", "third_reader"]).route(question)
+    assert seated.chosen == passing + seated.reserve and len(seated.chosen) == 3
+    assert seated.reserve == ["reader", "second_reader", "third_reader"][:3 - len(passing)]
+    assert "reader" not in seated.scores  # a reserve seat has no route score
+    nothing = Router(PROFILES, config=RouterConfig(threshold=0.3, min_k=3), embedder=HashEmbedder(),
+                     reserve=["reader"]).route("Where can I buy cheap sunglasses?")
+    assert nothing.chosen == [] and nothing.fallback  # the reserve seconds a fit, it never stands alone
+    with pytest.raises(ValueError, match="names a routed profile"):
+        Router(PROFILES, embedder=HashEmbedder(), reserve=["history"])
 
 
 def test_a_specialist_threshold_overrides_the_global_one(router):
@@ -90,9 +108,10 @@ def test_vectorised_accuracy_equals_the_reference_selection(seed):
     target = rng.integers(-1, p, size=q)
     min_k, max_k = sorted(rng.integers(0, p + 1, size=2))
     max_k = max(max_k, 1)
-    chosen = _select(scores, limits, min_k, max_k)
+    next_best = bool(rng.integers(0, 2))
+    chosen = _select(scores, limits, min_k, max_k, next_best=next_best)
     reference = np.mean([(t in c) if t >= 0 else not c for c, t in zip(chosen, target)])
-    assert _accuracy(scores, target, limits, min_k, max_k) == pytest.approx(reference)
+    assert _accuracy(scores, target, limits, min_k, max_k, next_best=next_best) == pytest.approx(reference)
 
 
 def test_bad_inputs_raise_clearly(router):
