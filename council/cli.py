@@ -6,6 +6,7 @@
   echo "..." | council ask -                                # the question from stdin
   council index docs/ notes.md --store my-store             # build or extend a document store
   council specialists                                       # the catalog with its figures
+  council serve --replicas 2                                # an OpenAI-compatible server on 127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -130,6 +132,42 @@ def _specialists(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import signal
+    import threading
+
+    from council.hosts import connect
+    from council.serve import ServeSettings, build, start
+
+    config = _config(args)
+    settings = ServeSettings(max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
+                             max_waiting=args.max_waiting)
+    embedded = connect(args.address)  # $RAY_ADDRESS or --address: a cluster; neither: Ray on loopback only
+    import ray
+    from ray import serve
+
+    try:
+        cpus = args.cpus_per_replica or max(ray.cluster_resources().get("CPU", 1) // args.replicas, 1)
+        print(f"council serve: loading {args.replicas} replica(s) of {cpus:g} CPUs ...", file=sys.stderr)
+        url = start(build(config, replicas=args.replicas, cpus_per_replica=cpus, settings=settings),
+                    host=args.host, port=args.port)
+        print(f"{url}/v1", flush=True)  # the base URL for an OpenAI client; the only line on stdout:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Ray's own later notices (raylet, shutdown) go to stderr
+        print(f"council serve: POST {url}/v1/chat/completions, GET {url}/v1/models, POST {url}/v1/council/ask, "
+              f"GET {url}/healthz; Ctrl-C stops", file=sys.stderr)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        serve.shutdown()
+        if embedded:
+            ray.shutdown()
+    return 0
+
+
 def setup_logging() -> None:
     """A CLI's notices and progress go to stderr, so that stdout holds only its result (valid `--json`)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -169,10 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     spec.add_argument("--catalog", help="a catalog folder (default: the one in the package)")
     spec.add_argument("--json", action="store_true", help="print the cards as JSON")
     spec.set_defaults(func=_specialists)
+    srv = sub.add_parser("serve", help="serve the council over HTTP, OpenAI-compatible (Ray Serve)",
+                         description="Serve the council on Ray Serve: POST /v1/chat/completions (model: council, "
+                                     "base or a specialist), GET /v1/models, POST /v1/council/ask, GET /healthz. "
+                                     "Prints the base URL on stdout and stays up until interrupted.")
+    srv.add_argument("--config", help="a council config file (JSON or TOML); default: the built-in demo")
+    srv.add_argument("--model", help="base model: a local folder, a cached hub id or the built-in name")
+    srv.add_argument("--store", help="a document store folder made by `council index`")
+    srv.add_argument("--specialists", type=_names, help="seat only these specialists, comma-separated")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    srv.add_argument("--port", type=at_least_one, default=8000)
+    srv.add_argument("--replicas", type=at_least_one, default=1, help="copies of the whole council (default 1)")
+    srv.add_argument("--cpus-per-replica", type=above_zero,
+                     help="CPUs reserved per replica, and its torch threads (default: the cluster's CPUs / replicas)")
+    srv.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else an embedded Ray)")
+    srv.add_argument("--max-batch-size", type=at_least_one, default=8, help="questions gathered into one batch")
+    srv.add_argument("--batch-wait-ms", type=float, default=20.0,
+                     help="how long a batch waits for more questions (default 20 ms)")
+    srv.add_argument("--max-waiting", type=at_least_one, default=32,
+                     help="requests a replica holds before answering 429 (default 32)")
+    srv.set_defaults(func=_serve, threads=None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, ConnectionError) as e:
         print(f"council {args.command}: {e}", file=sys.stderr)
         return 2
 

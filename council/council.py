@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from council.aggregator import Aggregate, Vote, aggregate, grounding
@@ -30,6 +30,7 @@ from council.retrieval import Context, pack
 from council.router import Profile, RouteChoice, Router
 
 BASE_VOTER = "base"  # the name of the base model's vote when no specialist fits and fallback is "base"
+BASE_ASKED = "the base model was asked by name"  # the route's reason when a caller seats the base model alone
 READING_DOMAIN = "reading"  # the card domain of general readers: the council's reserve by default
 
 
@@ -183,10 +184,24 @@ class Council:
         hits = self.store.search(question, self.config.retrieve_k)
         return pack(hits, self.config.context_tokens, self.host.count_tokens, overhead_tokens=4)
 
+    def seat(self, route: RouteChoice, who: str | None) -> RouteChoice:
+        """The route as asked: the router's choice (`who` None), one specialist by name, or the base model
+        alone (BASE_VOTER); still with the shared context. ValueError names the known voters."""
+        if who is None:
+            return route
+        if who == BASE_VOTER:
+            return replace(route, chosen=[], reserve=[], reason=BASE_ASKED)
+        if who not in self.specialists:
+            raise ValueError(f"unknown specialist {who!r}: this council seats {', '.join(self.specialists)} "
+                             f"(or {BASE_VOTER!r}, the base model)")
+        return replace(route, chosen=[who], reserve=[], reason=None)
+
     def requests(self, question: str, route: RouteChoice, context: Context) -> list[Request]:
-        """One request per chosen specialist, all with the same prompt; the base model when none fits."""
+        """One request per chosen specialist, all with the same prompt; the base model when none fits (or when
+        it was asked by name)."""
         messages = rag_messages(question, context.texts)
-        voters = route.chosen or ([None] if self.config.fallback == "base" else [])
+        base = self.config.fallback == "base" or route.reason == BASE_ASKED
+        voters = route.chosen or ([None] if base else [])
         return [Request(messages, name, self.config.max_new_tokens) for name in voters]
 
     def votes(self, route: RouteChoice, requests: Sequence[Request], generations) -> list[Vote]:
@@ -243,11 +258,17 @@ class Council:
         """Route, retrieve once, ask the chosen specialists in one batch, aggregate."""
         return self.ask_many([question])[0]
 
-    def ask_many(self, questions: Sequence[str]) -> list[Verdict]:
-        """Answer many questions; their specialists' rows share large batched generate calls."""
+    def ask_many(self, questions: Sequence[str], *, seats: Sequence[str | None] | None = None) -> list[Verdict]:
+        """Answer many questions; their specialists' rows share large batched generate calls.
+
+        `seats`, one per question: None lets the router choose, a specialist's name or "base" asks that voter
+        alone (see `seat`)."""
+        seats = list(seats) if seats is not None else [None] * len(questions)
+        if len(seats) != len(questions):
+            raise ValueError(f"{len(seats)} seats for {len(questions)} questions: give one per question (None: route)")
         checked = [self.check(q) for q in questions]
         t0 = time.perf_counter()
-        routes = self.router.route_many([q for q, _ in checked])
+        routes = [self.seat(r, who) for r, who in zip(self.router.route_many([q for q, _ in checked]), seats)]
         t_route = (time.perf_counter() - t0) / max(len(checked), 1)
         contexts, t_retrieve = [], []
         for q, _ in checked:
