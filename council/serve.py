@@ -31,6 +31,7 @@ from ray import serve
 
 from council.config import CouncilConfig
 from council.council import BASE_VOTER, Council, QuestionError
+from council.hosts import LOOPBACK
 from council.prompts import ABSTAIN_ANSWER
 
 logger = logging.getLogger(__name__)
@@ -100,12 +101,31 @@ async def json_body(request: Request) -> dict:
     return body
 
 
+def _replica_grpc_on_loopback() -> None:
+    """Ray Serve 2.60 binds each replica's inter-deployment gRPC server to [::]:0, every interface, whatever the
+    node's IP. On a loopback-only node (the embedded instance, council.hosts.connect) it must listen on loopback
+    like every other Ray server; on a cluster node it is left as Ray made it."""
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() != LOOPBACK or getattr(replica.add_port_to_grpc_server, "loopback", False):
+        return
+    bind = replica.add_port_to_grpc_server
+
+    def on_loopback(server, address: str):
+        return bind(server, address.replace("[::]", LOOPBACK))
+
+    on_loopback.loopback = True
+    replica.add_port_to_grpc_server = on_loopback
+
+
 @serve.deployment(name="Council")
 @serve.ingress(api)
 class CouncilServer:
     """One replica: a whole council (every specialist on one in-process host) behind the HTTP API."""
 
     def __init__(self, config: dict, settings: dict) -> None:
+        _replica_grpc_on_loopback()  # before Serve starts that server, once this constructor returns
         self.settings = ServeSettings(**settings)
         self.council = Council(CouncilConfig.from_dict(config))
         self.replica = serve.get_replica_context().replica_id.unique_id

@@ -13,13 +13,16 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from council.config import CouncilConfig
 from council.prompts import ABSTAIN_ANSWER
+from tests.test_security import _loopback
 
 openai = pytest.importorskip("openai")
+psutil = pytest.importorskip("psutil")
 pytestmark = pytest.mark.ray
 
 QUESTION = "When did the Normans conquer England?"
@@ -231,6 +234,11 @@ def test_council_serve_prints_its_url_serves_and_stops_on_sigterm(tiny_model_dir
         assert url == f"http://127.0.0.1:{port}/v1", proc.stderr.read() if proc.poll() is not None else url
         models = json.loads(http(f"{url}/models").text)["data"]
         assert [m["id"] for m in models][:2] == ["council", "base"]
+        me = psutil.Process(proc.pid)  # the proxy, the replicas and Ray's own servers: loopback only
+        listening = {(c.laddr.ip, c.laddr.port, p.name()) for p in [me, *me.children(recursive=True)]
+                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        assert ("127.0.0.1", port) in {a[:2] for a in listening}
+        assert [a for a in listening if not _loopback(a[0])] == []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
         assert proc.stdout.read() == ""  # one line on stdout: the URL
@@ -244,3 +252,28 @@ def test_council_serve_refuses_bad_flags_at_once():
     with pytest.raises(SystemExit) as e:
         main(["serve", "--replicas", "0"])
     assert e.value.code == 2
+
+
+def test_serve_load_quick_measures_the_server_against_ask_many_and_survives_a_killed_replica(
+        tiny_model_dir, tiny_catalog, store_folder, tmp_path):
+    """benchmarks/serve_load.py --quick on the tiny council, in a child process with its own Ray."""
+    config = tmp_path / "council.json"
+    config.write_text(json.dumps({"base_model": str(tiny_model_dir), "catalog": str(tiny_catalog),
+                                  "store": str(store_folder), "quantize": "none", "max_new_tokens": 4,
+                                  "router": {"threshold": 0.0}}))
+    out = tmp_path / "load.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, "benchmarks/serve_load.py", "--quick", "--config", str(config),
+                          "--replicas", "2", "--cpus-per-replica", "1", "--seconds", "4", "--kill",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600, env=env,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["ask_many"]["qps"] > 0
+    assert [r["clients"] for r in figures["serve"]] == [1, 2]
+    for r in figures["serve"]:
+        assert r["ok"] > 0 and r["rps"] > 0 and r["p50_s"] <= r["p95_s"] <= r["p99_s"]
+        assert r["requests"] == r["ok"] + r["failed"]
+    kill = figures["kill"]
+    assert kill["killed"] and kill["ok"] > 0 and kill["lost"] == 0  # every request ended with a status
+    assert (tmp_path / "load.md").is_file() and (tmp_path / "load-latency.png").is_file()
