@@ -293,7 +293,7 @@ def from_aggregate(agg, latency_s: float | None = None, calibrator: Calibrator |
     elif calibrator is not None:
         score = calibrator.probability(features(agg.clusters, [v for v in agg.votes if not v.missing]))
     else:
-        score = agg.confidence if not agg.abstained else top.share * (1.0 if top.grounding is None else top.grounding)
+        score = agg.confidence if not agg.abstained else top.support
     if not agg.abstained:
         return Outcome(agg.answer, agg.confidence, agg.answer, score if calibrator else agg.confidence, latency_s)
     return Outcome(None, agg.confidence, top.answer if top else None, score, latency_s)
@@ -525,6 +525,9 @@ def main(argv=None) -> int:
                              "on validation (default 0.1)")
     parser.add_argument("--write-calibrator", type=Path, help="save the calibrator fitted on validation here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quantize", choices=["none", "fp16", "int8"],
+                        help="base weights of the host (default: the council's own, fp16); give another --out, "
+                             "so that the kept ballots of each stay apart")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
@@ -542,7 +545,7 @@ def main(argv=None) -> int:
     from council.router import RouterConfig
 
     t0 = time.perf_counter()
-    config = CouncilConfig(threads=args.threads)
+    config = CouncilConfig(threads=args.threads, **({"quantize": args.quantize} if args.quantize else {}))
     # the panel seats every specialist of the council's base, the non-routable reader included
     from specialists.registry import load_catalog
     from council.base_model import same_base

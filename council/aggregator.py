@@ -100,6 +100,11 @@ class Cluster:
     grounding: float | None = None  # support in the passages, 0-1; None for abstentions or without passages
     peer_support: float | None = None  # the voters' mean preference for it under peer review, 0-1; None without
 
+    @property
+    def support(self) -> float:
+        """share x grounding (the share alone without passages): how well this answer stands."""
+        return self.share * (1.0 if self.grounding is None else self.grounding)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -304,8 +309,7 @@ def peer_support(votes: Sequence[Vote], answers: Sequence[set[str]]) -> list[flo
 
 def _abstain_confidence(clusters: Sequence[Cluster]) -> float:
     """1 - (share * grounding) of the best answer cluster: how sure we are that no answer deserved to stand."""
-    answers = [c.share * (1.0 if c.grounding is None else c.grounding) for c in clusters if not c.abstention]
-    return 1.0 - max(answers, default=0.0)
+    return 1.0 - max((c.support for c in clusters if not c.abstention), default=0.0)
 
 
 def _clusters(
@@ -373,7 +377,7 @@ def aggregate(
         answered = reason == "answered"
         ground = winner.grounding if winner is not None else None
         if confidence is None and answered:
-            confidence = winner.share * (1.0 if ground is None else ground)
+            confidence = winner.support
         elif confidence is None:
             confidence = _abstain_confidence(clusters)
         return Aggregate(

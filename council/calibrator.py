@@ -101,7 +101,7 @@ class Calibrator:
 def best_answer(clusters: Sequence):
     """The answer cluster of most share x grounding (the one a calibrated council may give), or None."""
     answers = [c for c in clusters if not c.abstention]
-    return max(answers, key=lambda c: c.share * (1.0 if c.grounding is None else c.grounding), default=None)
+    return max(answers, key=lambda c: c.support, default=None)
 
 
 def features(clusters: Sequence, arrived: Sequence) -> dict[str, float] | None:
