@@ -427,17 +427,22 @@ def fit_on_validation(ballots: list[dict], config: AggregatorConfig, *, penalty:
     """The aggregator's thresholds and the calibrator, fitted on validation ballots of the council."""
     examples = [LabeledExample(votes_of(b["council"]), b["passages"], b["golds"], bool(b["golds"])) for b in ballots]
     fitted = fit_thresholds(examples, config=config, penalty=penalty)
-    rows, right = [], []
+    rows, right, no_answer, all_abstained = [], [], [], []
     for b in ballots:
         agg = aggregate(votes_of(b["council"]), passages=b["passages"], config=config)
         f = features(agg.clusters, [v for v in agg.votes if not v.missing])
-        if f is not None:
+        if f is None:
+            all_abstained.append(not b["golds"])
+        else:
             rows.append(f)
             right.append(judge(best_answer(agg.clusters).answer, b)[1])
+            no_answer.append(not b["golds"])
     if len(set(right)) < 2:
         return fitted, None
     fitted_on = {**about, "questions": len(ballots), "with_an_answer": len(rows), "right": sum(right)}
-    return fitted, fit_calibrator(rows, right, max_risk=max_risk, fitted_on=fitted_on)
+    share = sum(all_abstained) / len(all_abstained) if all_abstained else None
+    return fitted, fit_calibrator(rows, right, max_risk=max_risk, abstain_right=no_answer, all_abstained=share,
+                                  fitted_on=fitted_on)
 
 
 COLUMNS = ("official f1", "HasAns f1", "NoAns f1", "unanswerable answered", "aurc", "risk@50", "risk@80", "ECE",

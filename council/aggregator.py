@@ -402,12 +402,13 @@ def aggregate(
     if calibrator is not None:
         best = best_answer(clusters)
         if best is None:
-            return verdict("abstention_won", clusters, confidence=1.0)
-        p = calibrator.probability(features(clusters, arrived))
+            return verdict("abstention_won", clusters, confidence=calibrator.abstain_probability(None))
+        f = features(clusters, arrived)
+        p, q = calibrator.probability(f), calibrator.abstain_probability(f)
         if len(best.answer.split()) > config.max_answer_words:
-            return verdict("not_an_answer", clusters, best, 1.0 - p)
+            return verdict("not_an_answer", clusters, best, q)
         answered = p >= calibrator.threshold
-        return verdict("answered" if answered else "low_confidence", clusters, best, p if answered else 1.0 - p)
+        return verdict("answered" if answered else "low_confidence", clusters, best, p if answered else q)
     if winner.abstention:
         return verdict("abstention_won", clusters)
     if winner.share < config.min_agreement:

@@ -2,6 +2,8 @@
 
     votes ─► aggregator clusters ─► features of the best answer cluster ─► standardise ─► logistic ─► P(right)
     answer when P(right) >= threshold, the threshold set on validation ballots for a stated risk
+    abstaining, the confidence is a second logistic on the same features: P(no answer is right), the chance
+    that abstaining is right, which is not 1 - P(right) (the best answer can be wrong on an answerable question)
 
 A logistic regression on a dozen features: few weights, monotone in each signal, and its output is a
 probability by construction of its loss, which is what the verdict's confidence must be. It is fitted with
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-FORMAT_NAME, FORMAT_VERSION = "council-calibrator", 1
+FORMAT_NAME, FORMAT_VERSION = "council-calibrator", 2  # 2 added the abstention head; 1 still loads
 # What each feature measures, of the best answer cluster (the one of most share x grounding) unless said
 FEATURES = {
     "share": "its share of the arrived vote weight",
@@ -51,6 +53,10 @@ class Calibrator:
     threshold: float = 0.5  # answer when the probability is at least this
     max_risk: float | None = None  # the share of wrong answers the threshold was set for, on validation
     fitted_on: dict = field(default_factory=dict)  # what it was fitted on: ballots, questions, config, scores
+    # P(abstaining is right) over the same standardised features; None: 1 - P(right) (version 1 files)
+    abstain_weights: dict[str, float] | None = None
+    abstain_bias: float | None = None
+    all_abstained: float | None = None  # P(abstaining is right) when every vote abstained; None: 1
 
     def __post_init__(self) -> None:
         for name in ("weights", "mean", "scale"):
@@ -61,10 +67,27 @@ class Calibrator:
             raise CalibratorError("calibrator scale: every feature's scale must be above 0")
         if not 0.0 <= self.threshold <= 1.0:
             raise CalibratorError(f"calibrator threshold={self.threshold!r}: must be a probability")
+        if (self.abstain_weights is None) != (self.abstain_bias is None) or (
+                self.abstain_weights is not None and set(self.abstain_weights) != set(FEATURE_NAMES)):
+            raise CalibratorError("calibrator abstain_weights and abstain_bias: give both, over the features "
+                                  f"{sorted(FEATURE_NAMES)}, or neither")
+        if self.all_abstained is not None and not 0.0 <= self.all_abstained <= 1.0:
+            raise CalibratorError(f"calibrator all_abstained={self.all_abstained!r}: must be a probability")
 
     def probability(self, features: dict[str, float]) -> float:
         """P(the answer is right) for one question's features (FEATURE_NAMES, each a number)."""
-        z = self.bias + sum(self.weights[n] * (features[n] - self.mean[n]) / self.scale[n] for n in FEATURE_NAMES)
+        return self._logistic(self.weights, self.bias, features)
+
+    def abstain_probability(self, features: dict[str, float] | None) -> float:
+        """P(abstaining is right) for one question's features; None: every vote abstained."""
+        if features is None:
+            return 1.0 if self.all_abstained is None else self.all_abstained
+        if self.abstain_weights is None:
+            return 1.0 - self.probability(features)
+        return self._logistic(self.abstain_weights, self.abstain_bias, features)
+
+    def _logistic(self, weights: dict[str, float], bias: float, features: dict[str, float]) -> float:
+        z = bias + sum(weights[n] * (features[n] - self.mean[n]) / self.scale[n] for n in FEATURE_NAMES)
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
     def to_dict(self) -> dict:
@@ -75,7 +98,7 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibrator:
-        if data.get("format") != FORMAT_NAME or data.get("version") != FORMAT_VERSION:
+        if data.get("format") != FORMAT_NAME or data.get("version") not in (1, FORMAT_VERSION):
             raise CalibratorError(f"not a {FORMAT_NAME} file of version {FORMAT_VERSION} "
                                   f"(format={data.get('format')!r}, version={data.get('version')!r})")
         try:
@@ -143,9 +166,12 @@ def threshold_for_risk(probabilities: Sequence[float], right: Sequence[bool], ma
 
 
 def fit(rows: Sequence[dict[str, float]], right: Sequence[bool], *, max_risk: float = 0.1, c: float = 1.0,
+        abstain_right: Sequence[bool] | None = None, all_abstained: float | None = None,
         fitted_on: dict | None = None) -> Calibrator:
     """A Calibrator fitted on validation `rows` (features) labelled `right`, its threshold set for `max_risk`.
-    `c` is the inverse L2 strength of scikit-learn's LogisticRegression."""
+    `abstain_right` (per row: abstaining was right, i.e. no answer exists) fits the abstention head, when both
+    labels occur; `all_abstained` is kept as given. `c` is the inverse L2 strength of scikit-learn's
+    LogisticRegression."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -155,9 +181,16 @@ def fit(rows: Sequence[dict[str, float]], right: Sequence[bool], *, max_risk: fl
     x = np.array([[r[n] for n in FEATURE_NAMES] for r in rows], dtype=float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0  # a constant feature keeps weight 0 instead of dividing by 0
-    model = LogisticRegression(C=c, max_iter=1000).fit((x - mean) / scale, np.array(right, dtype=int))
+    z = (x - mean) / scale
+    model = LogisticRegression(C=c, max_iter=1000).fit(z, np.array(right, dtype=int))
+    head = {}
+    if abstain_right is not None and len(abstain_right) == len(rows) and len(set(abstain_right)) == 2:
+        abstain = LogisticRegression(C=c, max_iter=1000).fit(z, np.array(abstain_right, dtype=int))
+        head = {"abstain_weights": dict(zip(FEATURE_NAMES, map(float, abstain.coef_[0]))),
+                "abstain_bias": float(abstain.intercept_[0])}
     calibrator = Calibrator(weights=dict(zip(FEATURE_NAMES, map(float, model.coef_[0]))),
                             bias=float(model.intercept_[0]), mean=dict(zip(FEATURE_NAMES, map(float, mean))),
-                            scale=dict(zip(FEATURE_NAMES, map(float, scale))), fitted_on=dict(fitted_on or {}))
+                            scale=dict(zip(FEATURE_NAMES, map(float, scale))), fitted_on=dict(fitted_on or {}),
+                            all_abstained=all_abstained, **head)
     threshold = threshold_for_risk([calibrator.probability(r) for r in rows], right, max_risk)
     return Calibrator(**{**asdict(calibrator), "threshold": threshold, "max_risk": max_risk})

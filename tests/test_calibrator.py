@@ -67,6 +67,23 @@ def test_the_calibrated_probability_decides_and_is_the_confidence():
     assert agg.reason == "not_an_answer"
 
 
+def test_abstaining_the_confidence_is_the_abstention_heads_probability():
+    head = {**only({"share": 2.0}, bias=-0.5, threshold=0.95).__dict__,
+            "abstain_weights": {n: (3.0 if n == "abstain_share" else 0.0) for n in FEATURE_NAMES},
+            "abstain_bias": -1.0, "all_abstained": 0.7}
+    strict = Calibrator(**head)
+    agg = aggregate(votes(), passages=PASSAGES, config=LOOSE, calibrator=strict)
+    abstain_share = next(c.share for c in agg.clusters if c.abstention)
+    q = 1 / (1 + math.exp(-(3.0 * abstain_share - 1.0)))
+    assert agg.reason == "low_confidence" and agg.confidence == pytest.approx(q)
+    assert strict.abstain_probability(None) == 0.7  # every vote abstained: the validation rate
+    silent = [Vote("a", ABSTAIN_ANSWER), Vote("b", ABSTAIN_ANSWER)]
+    agg = aggregate(silent, passages=PASSAGES, config=LOOSE, calibrator=strict)
+    assert (agg.reason, agg.confidence) == ("abstention_won", 0.7)
+    with pytest.raises(CalibratorError, match="give both"):
+        Calibrator(**{**head, "abstain_bias": None})
+
+
 def test_threshold_for_risk_keeps_the_most_answers_within_the_risk():
     probs = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     right = [True, True, False, True, False, False]
@@ -86,11 +103,13 @@ def test_fit_learns_the_signal_and_sets_its_threshold(tmp_path):
         rows.append({**dict.fromkeys(FEATURE_NAMES, 0.0), "share": share, "arrived": 3.0,
                      "mean_logprob": rng.gauss(0, 1)})  # noise
         right.append(rng.random() < share)
-    c = fit(rows, right, max_risk=0.2, fitted_on={"questions": 400})
+    no_answer = [r["share"] < 0.3 for r in rows]
+    c = fit(rows, right, max_risk=0.2, abstain_right=no_answer, all_abstained=0.6, fitted_on={"questions": 400})
     assert c.weights["share"] > 1.0 and abs(c.weights["mean_logprob"]) < abs(c.weights["share"]) / 4
     assert c.weights["arrived"] == 0.0  # a constant feature learns nothing
     low, high = ({**rows[0], "share": s} for s in (0.1, 0.9))
     assert c.probability(low) < 0.3 < 0.7 < c.probability(high)
+    assert c.abstain_probability(low) > 0.7 > 0.1 > c.abstain_probability(high) and c.all_abstained == 0.6
     kept = [ok for r, ok in zip(rows, right) if c.probability(r) >= c.threshold]
     assert kept and 1 - sum(kept) / len(kept) <= 0.2 and c.max_risk == 0.2
     c.save(tmp_path / "calibrator.json")
@@ -103,7 +122,7 @@ def test_fit_learns_the_signal_and_sets_its_threshold(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "calibrator.json does not exist"),
     ("{", "not a JSON calibrator"),
-    (json.dumps({"format": "other", "version": 1}), "not a council-calibrator file of version 1"),
+    (json.dumps({"format": "other", "version": 1}), "not a council-calibrator file of version 2"),
     (json.dumps({**only({}).to_dict(), "weights": {"share": 1.0}}), r"calibrator weights: features \['share'\], expected \['abstain_peer_support'"),
     (json.dumps({**only({}).to_dict(), "threshold": 2}), "threshold=2: must be a probability"),
     (json.dumps({**only({}).to_dict(), "colour": 1}), "malformed calibrator"),
