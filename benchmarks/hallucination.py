@@ -520,6 +520,7 @@ def main(argv=None) -> int:
                         help="suites to score (none: only fit on validation, e.g. with --write-calibrator)")
     parser.add_argument("--squad", type=Path, help="also score a SQuAD 2.0 file of articles no specialist saw")
     parser.add_argument("--limit", type=int, help="questions per suite (default 300, options 40; validation 300)")
+    parser.add_argument("--validation-limit", type=int, help="validation questions (default 300)")
     parser.add_argument("--json", type=Path, help="write every system's metrics here")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "hallucination",
                         help="folder for the kept verdicts (ballots.jsonl), the table and the plots")
@@ -538,6 +539,8 @@ def main(argv=None) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     if args.limit:
         sizes = {k: v if k == "validation" else args.limit for k, v in sizes.items()}
+    if args.validation_limit:
+        sizes["validation"] = args.validation_limit
     if args.squad is not None and not args.squad.is_file():
         parser.error(f"--squad {args.squad}: no such file")
     args.out.mkdir(parents=True, exist_ok=True)
