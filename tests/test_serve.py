@@ -277,3 +277,20 @@ def test_serve_load_quick_measures_the_server_against_ask_many_and_survives_a_ki
     kill = figures["kill"]
     assert kill["killed"] and kill["ok"] > 0 and kill["lost"] == 0  # every request ended with a status
     assert (tmp_path / "load.md").is_file() and (tmp_path / "load-latency.png").is_file()
+
+
+def test_app_builder_reads_serve_run_arguments_and_refuses_unknown_ones(tiny_model_dir, tiny_catalog, tmp_path):
+    """`serve run council.serve:app_builder key=value ...` hands the builder strings."""
+    from ray.serve import Application
+
+    from council.serve import ServeSettings, app_builder
+
+    config = tmp_path / "council.json"
+    config.write_text(json.dumps({"base_model": str(tiny_model_dir), "catalog": str(tiny_catalog)}))
+    app = app_builder({"config": str(config), "replicas": "2", "cpus_per_replica": "0.5", "max_batch_size": "4",
+                       "batch_wait_s": "0.1"})
+    assert isinstance(app, Application)
+    with pytest.raises(ValueError, match=r"unknown arguments \['replica'\]"):
+        app_builder({"replica": "2"})
+    with pytest.raises(ValueError, match="must hold at least one full batch"):
+        ServeSettings(max_batch_size=8, max_waiting=4)
