@@ -216,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--store", help="a document store folder made by `council index`")
     srv.add_argument("--specialists", type=_names, help="seat only these specialists, comma-separated")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    srv.add_argument("--port", type=at_least_one, default=8000)
+    srv.add_argument("--port", type=at_least_one, default=8000, help="port to listen on (default 8000)")
     srv.add_argument("--replicas", type=at_least_one, default=1, help="copies of the whole council (default 1)")
     srv.add_argument("--cpus-per-replica", type=above_zero,
                      help="CPUs reserved per replica, and its torch threads (default: the cluster's CPUs / replicas)")
     srv.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else an embedded Ray)")
-    srv.add_argument("--max-batch-size", type=at_least_one, default=8, help="questions gathered into one batch")
+    srv.add_argument("--max-batch-size", type=at_least_one, default=8, help="questions gathered into one batch (default 8)")
     srv.add_argument("--batch-wait-ms", type=float, default=20.0,
                      help="how long a batch waits for more questions (default 20 ms)")
     srv.add_argument("--max-waiting", type=at_least_one, default=32,
