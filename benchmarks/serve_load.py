@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1 and 2 clients for a few seconds")
     parser.add_argument("--config", type=Path, help="a council config file (default: the demo council)")
     parser.add_argument("--clients", type=at_least_one, nargs="+", help="concurrency levels (default 1 2 4 8)")
-    parser.add_argument("--seconds", type=above_zero, help="seconds of load per level (default 60, quick 5)")
+    parser.add_argument("--seconds", type=above_zero,
+                        help="seconds of load per level (default 120, quick 5): several batches at the largest")
     parser.add_argument("--replicas", type=at_least_one, default=1)
     parser.add_argument("--cpus-per-replica", type=above_zero, help="default: the machine's CPUs / replicas")
     parser.add_argument("--batch", type=at_least_one, default=8, help="ask_many batch, and the server's batch size")
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     if args.kill and args.replicas < 2:
         parser.error("--kill needs --replicas 2 or more: with one replica there is nothing left to answer")
     clients = args.clients or ([1, 2] if args.quick else [1, 2, 4, 8])
-    seconds = args.seconds or (5.0 if args.quick else 60.0)
+    seconds = args.seconds or (5.0 if args.quick else 120.0)
     config = CouncilConfig.from_file(args.config) if args.config else CouncilConfig()
     questions = list(COUNCIL_QUESTIONS)
 
