@@ -156,11 +156,9 @@ def _serve(args) -> int:
         print(f"council serve: POST {url}/v1/chat/completions, GET {url}/v1/models, POST {url}/v1/council/ask, "
               f"GET {url}/healthz; Ctrl-C stops", file=sys.stderr)
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        for sig in (signal.SIGINT, signal.SIGTERM):  # set after Ray's own handlers: Ctrl-C or a kill stops it
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
     finally:
         serve.shutdown()
         if embedded:

@@ -217,9 +217,10 @@ def test_the_default_council_served_on_the_real_model(real_gemma):
             ray.shutdown()
 
 
-def test_council_serve_prints_its_url_serves_and_stops_on_sigterm(tiny_model_dir, tiny_catalog, store_folder,
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_council_serve_prints_its_url_serves_and_stops_on_a_signal(stop, tiny_model_dir, tiny_catalog, store_folder,
                                                                   tmp_path):
-    """The CLI as a user runs it, with its own embedded Ray: the base URL alone on stdout, then SIGTERM."""
+    """The CLI as a user runs it, with its own embedded Ray: the base URL alone on stdout, then Ctrl-C or a kill."""
     config = tmp_path / "council.json"
     config.write_text(json.dumps({"base_model": str(tiny_model_dir), "catalog": str(tiny_catalog),
                                   "store": str(store_folder), "quantize": "none",
@@ -239,7 +240,7 @@ def test_council_serve_prints_its_url_serves_and_stops_on_sigterm(tiny_model_dir
                      for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
         assert ("127.0.0.1", port) in {a[:2] for a in listening}
         assert [a for a in listening if not _loopback(a[0])] == []
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         assert proc.wait(timeout=120) == 0
         assert proc.stdout.read() == ""  # one line on stdout: the URL
     finally:
