@@ -193,16 +193,17 @@ def test_a_full_replica_answers_429_at_once_never_a_hang(served):
 
 
 @pytest.mark.slow
-def test_the_default_council_served_on_the_real_model(real_gemma):
-    """The demo council (Gemma specialists, MiniLM, the demo store) answers over HTTP as `council ask` does."""
+def test_the_default_council_served_on_the_real_model(real_gemma, served):
+    """The demo council (Gemma specialists, MiniLM, the demo store) answers over HTTP as `council ask` does; a
+    third app on the running proxy, removed after."""
     from ray import serve
 
-    from council.hosts import connect
     from council.serve import build, start
 
-    embedded = connect()
+    port = int(served.rsplit(":", 1)[1])
     try:
-        url = start(build(CouncilConfig(max_new_tokens=16), cpus_per_replica=1), port=free_port(), name="real")
+        url = start(build(CouncilConfig(max_new_tokens=16), cpus_per_replica=1), port=port, route_prefix="/real",
+                    name="real")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
         reply = client.chat.completions.create(model="council", messages=[{"role": "user", "content": QUESTION}])
         verdict = reply.model_extra["council"]
@@ -210,11 +211,7 @@ def test_the_default_council_served_on_the_real_model(real_gemma):
         assert reply.choices[0].message.content == (ABSTAIN_ANSWER if verdict["abstained"] else verdict["answer"])
         assert verdict["abstained"] or "1066" in verdict["answer"]  # the passage says 1066: nothing else
     finally:
-        serve.shutdown()
-        if embedded:
-            import ray
-
-            ray.shutdown()
+        serve.delete("real")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
