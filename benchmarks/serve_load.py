@@ -177,10 +177,10 @@ def main(argv=None) -> int:
     from ray import serve
 
     from council.hosts import connect
-    from council.serve import ServeSettings, build, start
+    from council.serve import ServeSettings, build, default_cpus, start
 
     embedded = connect()
-    cpus = args.cpus_per_replica or max(ray.cluster_resources().get("CPU", 1) // args.replicas, 1)
+    cpus = args.cpus_per_replica or default_cpus(args.replicas)
     # the ceiling with the CPUs one replica gets, before the server takes them
     threads = max(int(cpus), 1)
     ceiling = ask_many_rate(CouncilConfig.from_dict({**config.to_dict(), "threads": threads}), questions,

@@ -357,7 +357,7 @@ def aggregate(
     """Votes (and the shared passages, if any) to a verdict. With a `calibrator`, after the quorum: the best
     answer cluster (share x grounding) is given when its calibrated probability of being right reaches the
     calibrator's threshold (else `low_confidence`), unless it is `not_an_answer`; the confidence is that
-    probability, or one minus it when abstaining. Without one: Checks, in order: no vote arrived (`no_votes`),
+    probability, or the calibrator's probability that abstaining is right when abstaining. Without one: Checks, in order: no vote arrived (`no_votes`),
     fewer than `quorum` arrived (`no_quorum`), the abstention cluster won (`abstention_won`), the winner's share
     is under `min_agreement` (`low_agreement`), its grounding is under `min_grounding` (`low_grounding`), it has
     more than `max_answer_words` words (`not_an_answer`: copied text, not an answer); else `answered`. `passages=None` skips grounding; an empty list means no support (grounding 0)."""

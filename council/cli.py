@@ -137,7 +137,7 @@ def _serve(args) -> int:
     import threading
 
     from council.hosts import connect
-    from council.serve import ServeSettings, build, start
+    from council.serve import ServeSettings, build, default_cpus, start
 
     config = _config(args)
     settings = ServeSettings(max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
@@ -147,10 +147,18 @@ def _serve(args) -> int:
     from ray import serve
 
     try:
-        cpus = args.cpus_per_replica or max(ray.cluster_resources().get("CPU", 1) // args.replicas, 1)
+        cpus = args.cpus_per_replica or default_cpus(args.replicas)
+        have = ray.cluster_resources().get("CPU", 0)
+        if embedded and args.replicas * cpus > have:  # a cluster may grow; this machine will not
+            raise ValueError(f"{args.replicas} replica(s) of {cpus:g} CPUs need {args.replicas * cpus:g} CPUs; "
+                             f"this machine's Ray has {have:g}: lower --replicas or --cpus-per-replica")
         print(f"council serve: loading {args.replicas} replica(s) of {cpus:g} CPUs ...", file=sys.stderr)
-        url = start(build(config, replicas=args.replicas, cpus_per_replica=cpus, settings=settings),
-                    host=args.host, port=args.port)
+        try:
+            url = start(build(config, replicas=args.replicas, cpus_per_replica=cpus, settings=settings),
+                        host=args.host, port=args.port)
+        except RuntimeError as e:  # Serve's reason the app did not start (a replica that fits nowhere, a load)
+            print(f"council serve: {e}", file=sys.stderr)
+            return 2
         print(f"{url}/v1", flush=True)  # the base URL for an OpenAI client; the only line on stdout:
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Ray's own later notices (raylet, shutdown) go to stderr
         print(f"council serve: POST {url}/v1/chat/completions, GET {url}/v1/models, POST {url}/v1/council/ask, "

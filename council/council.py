@@ -30,7 +30,6 @@ from council.retrieval import Context, pack
 from council.router import Profile, RouteChoice, Router
 
 BASE_VOTER = "base"  # the name of the base model's vote when no specialist fits and fallback is "base"
-BASE_ASKED = "the base model was asked by name"  # the route's reason when a caller seats the base model alone
 READING_DOMAIN = "reading"  # the card domain of general readers: the council's reserve by default
 
 
@@ -135,7 +134,7 @@ class Council:
         names = config.specialists or [n for n, s in catalog.items() if s.card.routing.get("routable", True)
                                        and on_base(s)]
         reserve = config.reserve if config.reserve is not None else [
-            n for n, s in catalog.items() if s.card.domain == READING_DOMAIN and on_base(s) and n not in names]
+            n for n, s in catalog.items() if s.card.domain == READING_DOMAIN and on_base(s)]
         self.reserve = [n for n in reserve if n not in names]  # a routed specialist sits by its score
         self.specialists = {n: get(catalog, n) for n in [*names, *self.reserve]}
         if not self.specialists:
@@ -190,18 +189,18 @@ class Council:
         if who is None:
             return route
         if who == BASE_VOTER:
-            return replace(route, chosen=[], reserve=[], reason=BASE_ASKED)
+            return replace(route, chosen=[BASE_VOTER], reserve=[], reason=None)
         if who not in self.specialists:
             raise ValueError(f"unknown specialist {who!r}: this council seats {', '.join(self.specialists)} "
                              f"(or {BASE_VOTER!r}, the base model)")
         return replace(route, chosen=[who], reserve=[], reason=None)
 
     def requests(self, question: str, route: RouteChoice, context: Context) -> list[Request]:
-        """One request per chosen specialist, all with the same prompt; the base model when none fits (or when
-        it was asked by name)."""
+        """One request per chosen specialist (BASE_VOTER: the base model), all with the same prompt; the base
+        model when none fits and the fallback is "base"."""
         messages = rag_messages(question, context.texts)
-        base = self.config.fallback == "base" or route.reason == BASE_ASKED
-        voters = route.chosen or ([None] if base else [])
+        voters = [None if n == BASE_VOTER else n for n in route.chosen] or (
+            [None] if self.config.fallback == "base" else [])
         return [Request(messages, name, self.config.max_new_tokens) for name in voters]
 
     def votes(self, route: RouteChoice, requests: Sequence[Request], generations) -> list[Vote]:

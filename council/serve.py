@@ -161,9 +161,10 @@ class CouncilServer:
         return [(v, len(items)) for v in verdicts]
 
     async def _ask(self, question: str, model: str) -> tuple:
-        if model != COUNCIL_MODEL and model != BASE_VOTER and model not in self.council.specialists:
-            known = ", ".join(m["id"] for m in self.models)
-            raise ApiError(404, f"the model {model!r} does not exist: known models are {known}", param="model")
+        known = [m["id"] for m in self.models]
+        if model not in known:
+            raise ApiError(404, f"the model {model!r} does not exist: known models are {', '.join(known)}",
+                           param="model")
         try:  # checked here, so that one bad question never fails the batch it would have joined
             question, _ = self.council.check(question)
         except QuestionError as e:
@@ -229,6 +230,13 @@ class CouncilServer:
                             status_code=200 if ready else 503)
 
 
+def default_cpus(replicas: int) -> float:
+    """CPUs per replica when none are given: the connected Ray cluster's CPUs shared out, at least 1."""
+    import ray
+
+    return max(ray.cluster_resources().get("CPU", 1) // replicas, 1)
+
+
 def build(config: CouncilConfig | None = None, *, replicas: int = 1, cpus_per_replica: float = 1.0,
           settings: ServeSettings | None = None) -> serve.Application:
     """The council as a Serve application: `replicas` copies of the whole council, each with `cpus_per_replica`
@@ -263,9 +271,19 @@ def app_builder(args: dict) -> serve.Application:
 
 
 def start(app: serve.Application, *, host: str = "127.0.0.1", port: int = 8000, route_prefix: str = "/",
-          name: str = APP_NAME) -> str:
+          name: str = APP_NAME, timeout_s: float = 900.0) -> str:
     """Start Serve's HTTP proxy on host:port (Ray must be connected), run the app, return its base URL once
-    every replica has loaded."""
+    every replica has loaded. An app that is not running within `timeout_s` (a replica that fits no node, a
+    failed load) is deleted and raises RuntimeError with Serve's own account of why."""
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    # serve.run waits with no deadline: a replica that needs more CPUs than the cluster has would hang it
+    serve._run(app, name=name, route_prefix=route_prefix, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while (status := serve.status().applications[name]).status != "RUNNING":
+        if status.status == "DEPLOY_FAILED" or time.monotonic() > deadline:
+            why = "; ".join(m for m in [status.message, *(d.message for d in status.deployments.values())] if m)
+            serve.delete(name)
+            raise RuntimeError(f"the Serve app {name!r} did not start ({status.status} after "
+                               f"{timeout_s - max(deadline - time.monotonic(), 0):.0f} s): {why or 'no reason given'}")
+        time.sleep(0.5)
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"

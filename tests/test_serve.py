@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -62,7 +63,8 @@ def served(tiny_model_dir, tiny_catalog, store_folder):
     port = free_port()
     url = start(build(config, replicas=2, cpus_per_replica=0.5, settings=ServeSettings(max_batch_size=4)),
                 port=port)
-    start(build(config, settings=ServeSettings(max_batch_size=2, max_waiting=2, batch_wait_s=2.0)),
+    start(build(config, cpus_per_replica=0.5, settings=ServeSettings(max_batch_size=2, max_waiting=2,
+                                                                     batch_wait_s=2.0)),
           port=port, route_prefix="/strict", name="strict")
     yield url
     serve.shutdown()
@@ -202,7 +204,8 @@ def test_the_default_council_served_on_the_real_model(real_gemma, served):
 
     port = int(served.rsplit(":", 1)[1])
     try:
-        url = start(build(CouncilConfig(max_new_tokens=16), cpus_per_replica=1), port=port, route_prefix="/real",
+        # the last half CPU of a 2-core machine: the apps above hold 1.5
+        url = start(build(CouncilConfig(max_new_tokens=16), cpus_per_replica=0.5), port=port, route_prefix="/real",
                     name="real")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
         reply = client.chat.completions.create(model="council", messages=[{"role": "user", "content": QUESTION}])
@@ -242,6 +245,32 @@ def test_council_serve_prints_its_url_serves_and_stops_on_a_signal(stop, tiny_mo
         assert proc.stdout.read() == ""  # one line on stdout: the URL
     finally:
         proc.kill()
+
+
+def test_an_app_that_fits_no_node_fails_with_a_reason_never_a_hang(served, tiny_model_dir, tiny_catalog):
+    from ray import serve
+
+    from council.serve import build, start
+
+    config = CouncilConfig(base_model=str(tiny_model_dir), catalog=str(tiny_catalog), quantize="none")
+    port = int(served.rsplit(":", 1)[1])
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="'huge' did not start"):
+        start(build(config, cpus_per_replica=64), port=port, route_prefix="/huge", name="huge", timeout_s=3)
+    assert time.monotonic() - t0 < 60
+    assert "huge" not in serve.status().applications  # removed, so it does not hold the route or wait on
+
+
+def test_council_serve_refuses_more_cpus_than_the_machine_has(tiny_model_dir, tiny_catalog, tmp_path):
+    config = tmp_path / "council.json"
+    config.write_text(json.dumps({"base_model": str(tiny_model_dir), "catalog": str(tiny_catalog),
+                                  "quantize": "none"}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "council", "serve", "--config", str(config), "--port",
+                           str(free_port()), "--replicas", "2", "--cpus-per-replica", "64"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "2 replica(s) of 64 CPUs need 128 CPUs" in done.stderr
 
 
 def test_council_serve_refuses_bad_flags_at_once():
